@@ -1,0 +1,41 @@
+"""hf-multiexit: multi-exit BERT for HuggingFace Transformers.
+
+Importing the package registers `MultiExitConfig` (model_type ``"multiexit_bert"``) with `AutoConfig` and the models
+with `AutoModel` and `AutoModelForSequenceClassification`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+from .models.multiexit_bert import (
+    EXIT_HEAD_STYLES,
+    EXIT_HEADS,
+    EXIT_STRATEGIES,
+    ExitConfig,
+    ExitStrategy,
+    MultiExitBertForSequenceClassification,
+    MultiExitBertModel,
+    MultiExitConfig,
+    MultiExitModelOutput,
+    MultiExitSequenceClassifierOutput,
+    register_exit_strategy,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(MultiExitConfig.model_type, MultiExitConfig, exist_ok=True)
+AutoModel.register(MultiExitConfig, MultiExitBertModel, exist_ok=True)
+AutoModelForSequenceClassification.register(MultiExitConfig, MultiExitBertForSequenceClassification, exist_ok=True)
+
+__all__ = [
+    "EXIT_HEADS",
+    "EXIT_HEAD_STYLES",
+    "EXIT_STRATEGIES",
+    "ExitConfig",
+    "ExitStrategy",
+    "MultiExitBertForSequenceClassification",
+    "MultiExitBertModel",
+    "MultiExitConfig",
+    "MultiExitModelOutput",
+    "MultiExitSequenceClassifierOutput",
+    "register_exit_strategy",
+]

@@ -1,0 +1,1 @@
+"""Model families of hf-multiexit (flat folders that travel to the Hub)."""

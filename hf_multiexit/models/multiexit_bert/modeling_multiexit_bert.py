@@ -1,0 +1,493 @@
+# Copyright 2026 The hf-multiexit authors. Licensed under the Apache License, Version 2.0.
+"""Multi-exit BERT: a BERT encoder with a classifier ("exit") after some layers and a batched early-exit loop.
+
+Papers: DeeBERT (Xin et al., ACL 2020), PABEE (Zhou et al., NeurIPS 2020), RomeBERT (Gao et al., 2021),
+FastBERT (Liu et al., ACL 2020), SmartBERT (Hu et al., IJCAI 2023).
+
+This file travels to the Hub with saved checkpoints (`trust_remote_code=True`): it may import only torch,
+transformers and sibling files of this folder, never `hf_multiexit`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder, BertLayer, BertPooler
+from transformers.utils import ModelOutput
+
+from .configuration_multiexit_bert import MultiExitConfig
+from .exit_configuration import ExitConfig
+from .exit_strategies import MULTI_LABEL, REGRESSION, SINGLE_LABEL, ExitStrategy, build_exit_strategy, resolve_problem_type
+
+
+@dataclass
+class MultiExitModelOutput(ModelOutput):
+    """Output of [`MultiExitBertModel`].
+
+    Args:
+        logits (`(B, C)`): each sample's prediction at the exit where it left.
+        exit_layers (`LongTensor (B,)`): the 1-based layer where each sample left.
+        layers_run (`LongTensor (B,)`): how many encoder layers each sample actually ran (differs from
+            `exit_layers` only when skip gates skip layers).
+        all_logits (tuple of `(B, C)`): one tensor per exit, when all exits were computed (train mode or
+            `output_all_exits=True`).
+        gate_probs (tuple of `(B,)`): the skip gates' probabilities `g_i`, one per layer, in all-exits mode.
+        hidden_states (tuple of `(B, S, H)`): embeddings and every layer's output, with `output_hidden_states=True`
+            in all-exits mode.
+    """
+
+    logits: torch.FloatTensor | None = None
+    exit_layers: torch.LongTensor | None = None
+    layers_run: torch.LongTensor | None = None
+    all_logits: tuple[torch.FloatTensor, ...] | None = None
+    gate_probs: tuple[torch.FloatTensor, ...] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class MultiExitSequenceClassifierOutput(ModelOutput):
+    """Output of [`MultiExitBertForSequenceClassification`]: [`MultiExitModelOutput`]'s fields plus `loss`
+    (the joint training loss in train mode, the final exit's loss in eval mode)."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    exit_layers: torch.LongTensor | None = None
+    layers_run: torch.LongTensor | None = None
+    all_logits: tuple[torch.FloatTensor, ...] | None = None
+    gate_probs: tuple[torch.FloatTensor, ...] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def _head_dropout(config: MultiExitConfig) -> float:
+    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+
+
+class PooledExitHead(nn.Module):
+    """`z = W dropout(tanh(P h_[CLS]) ) + b` with the exit's own pooler `P` ("pooler" style, DeeBERT/RomeBERT)
+    or, when `own_pooler=False`, the backbone's shared pretrained pooler ("linear" style, PABEE; and the final
+    exit of the "pooler" style, which is exactly `BertForSequenceClassification`'s head)."""
+
+    def __init__(self, config: MultiExitConfig, own_pooler: bool):
+        super().__init__()
+        self.pooler = BertPooler(config) if own_pooler else None
+        self.dropout = nn.Dropout(_head_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, shared_pooler: nn.Module | None):
+        pooler = self.pooler if self.pooler is not None else shared_pooler
+        return self.classifier(self.dropout(pooler(hidden_states)))
+
+
+class ClsAttention(nn.Module):
+    """Linear H->d + tanh, then `num_heads`-head self-attention read at [CLS]: the feature extractor shared by the
+    FastBERT/SmartBERT attention exit head and the SmartBERT skip gate. Only the [CLS] query is computed, since
+    the other positions' outputs are never used."""
+
+    def __init__(self, hidden_size: int, inner_size: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, inner_size)
+        self.attention = nn.MultiheadAttention(inner_size, num_heads, dropout=dropout, batch_first=True)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.proj(hidden_states))
+        out, _ = self.attention(x[:, :1], x, x, key_padding_mask=attention_mask == 0, need_weights=False)
+        return out[:, 0]
+
+
+class AttentionExitHead(nn.Module):
+    """FastBERT/SmartBERT exit: `z = W_2 tanh(W_1 Attn(tanh(W_0 h))_[CLS])` with `d = exit_head_hidden_size`."""
+
+    def __init__(self, config: MultiExitConfig, is_final: bool):
+        super().__init__()
+        size = config.exit_head_hidden_size
+        self.features = ClsAttention(config.hidden_size, size, config.exit_head_num_heads, config.attention_probs_dropout_prob)
+        self.dense = nn.Linear(size, size)
+        self.classifier = nn.Linear(size, config.num_labels)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, shared_pooler: nn.Module | None):
+        return self.classifier(torch.tanh(self.dense(self.features(hidden_states, attention_mask))))
+
+
+EXIT_HEADS: dict[str, Callable[[MultiExitConfig, bool], nn.Module]] = {
+    "pooler": lambda config, is_final: PooledExitHead(config, own_pooler=not is_final),
+    "linear": lambda config, is_final: PooledExitHead(config, own_pooler=False),
+    "attention": AttentionExitHead,
+}
+"""Exit head factories by `config.exit_head`: `(config, is_final) -> module(hidden, mask, shared_pooler) -> logits`."""
+
+
+class SkipGate(nn.Module):
+    """SmartBERT skip gate (Hu et al., IJCAI 2023): `g = sigmoid(w^T Attn(tanh(W h))_[CLS] + b)` on a layer's input;
+    `g >= r` means the layer is skipped."""
+
+    def __init__(self, config: MultiExitConfig):
+        super().__init__()
+        self.features = ClsAttention(config.hidden_size, config.gate_hidden_size, config.gate_num_heads, 0.0)
+        self.score = nn.Linear(config.gate_hidden_size, 1)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.score(self.features(hidden_states, attention_mask))).squeeze(-1)
+
+
+def _additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """`(n, 1, 1, S)` additive key mask for BERT's layers (eager and SDPA both accept it), or `None` when no
+    position is padding, which lets SDPA pick its fastest kernel."""
+    if bool(attention_mask.all()):
+        return None
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+class MultiExitPreTrainedModel(PreTrainedModel):
+    config_class = MultiExitConfig
+    config: MultiExitConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _no_split_modules = ["BertEmbeddings", "BertLayer"]
+    # The forward takes `**exit_kwargs`; without this, Trainer would pass `num_items_in_batch` into them.
+    accepts_loss_kwargs = False
+
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        # transformers skips whole parameter-less modules of custom code, which would skip the pooler copy below;
+        # `_init_weights` only uses `transformers.initialization`, which already leaves loaded tensors alone.
+        super()._initialize_weights(module, is_custom_code=False)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, BertEmbeddings):
+            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            init.zeros_(module.token_type_ids)
+        elif isinstance(module, MultiExitBertModel) and module.pooler is not None:
+            # Runs after the children (and after loading): exit poolers missing from the checkpoint start as copies
+            # of the pretrained pooler, as DeeBERT and RomeBERT initialise them. `init.copy_` skips loaded weights.
+            for head in module.exits:
+                own = getattr(head, "pooler", None)
+                if own is not None:
+                    init.copy_(own.dense.weight, module.pooler.dense.weight)
+                    init.copy_(own.dense.bias, module.pooler.dense.bias)
+
+    # ----- exit configuration: stored on the model, saved as exit_config.json (like generation_config) -----
+    @property
+    def exit_config(self) -> ExitConfig:
+        return self.base_model._exit_config
+
+    @exit_config.setter
+    def exit_config(self, value: ExitConfig) -> None:
+        if not isinstance(value, ExitConfig):
+            raise ValueError(f"exit_config must be an ExitConfig, got {type(value).__name__}.")
+        build_exit_strategy(value, self.config)
+        self.base_model._exit_config = value
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus `exit_config.json` and an `auto_map` covering `AutoConfig`,
+        `AutoModel` and `AutoModelForSequenceClassification`, so the folder loads with `trust_remote_code=True`
+        without hf-multiexit installed (the modeling files are copied beside the weights)."""
+        modeling = __name__.rsplit(".", 1)[-1]
+        configuration = MultiExitConfig.__module__.rsplit(".", 1)[-1]
+        self.config.auto_map = {
+            "AutoConfig": f"{configuration}.MultiExitConfig",
+            "AutoModel": f"{modeling}.MultiExitBertModel",
+            "AutoModelForSequenceClassification": f"{modeling}.MultiExitBertForSequenceClassification",
+        }
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            self.exit_config.save_pretrained(save_directory)
+        return result
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, exit_config: ExitConfig | None = None, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus the checkpoint's `exit_config.json` (defaults when absent, e.g.
+        for a plain BERT checkpoint) unless `exit_config` is given."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        loaded = model[0] if isinstance(model, tuple) else model
+        if exit_config is None:
+            hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
+            exit_config = ExitConfig.from_pretrained_or_default(pretrained_model_name_or_path, **hub_kwargs)
+        loaded.exit_config = exit_config
+        return model
+
+
+class MultiExitBertModel(MultiExitPreTrainedModel):
+    r"""The multi-exit network: BERT embeddings and layers, one exit head per exit layer, optional skip gates, and
+    the exit loop.
+
+    In train mode (or with `output_all_exits=True`) every layer and every exit runs. In eval mode the exit
+    strategy decides per sample; samples that leave are removed from the batch (compaction), together with their
+    attention mask and the strategy's state, and columns that only padding still uses are cut, so the work per
+    layer follows the samples still running at any batch size.
+    """
+
+    def __init__(self, config: MultiExitConfig):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if config.exit_head in ("pooler", "linear") else None
+        make_head = EXIT_HEADS[config.exit_head]
+        self.exits = nn.ModuleList(
+            make_head(config, layer == config.num_hidden_layers) for layer in config.exit_layers
+        )
+        self.skip_gates = (
+            nn.ModuleList(SkipGate(config) for _ in range(config.num_hidden_layers)) if config.use_skip_gates else None
+        )
+        self._exit_index = {layer: i for i, layer in enumerate(config.exit_layers)}
+        self._exit_config = ExitConfig()
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def exit_logits(self, layer: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits of the exit after 1-based `layer`."""
+        return self.exits[self._exit_index[layer]](hidden_states, attention_mask, self.pooler)
+
+    def resolve_exit_config(self, exit_config: ExitConfig | None, exit_kwargs: dict) -> ExitConfig:
+        """`exit_config` (default: `self.exit_config`) with the call's keyword arguments applied and validated."""
+        base = self.exit_config if exit_config is None else exit_config
+        if not isinstance(base, ExitConfig):
+            raise ValueError(f"exit_config must be an ExitConfig, got {type(base).__name__}.")
+        return base.update(**exit_kwargs) if exit_kwargs else base
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        *,
+        exit_config: ExitConfig | None = None,
+        output_all_exits: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **exit_kwargs,
+    ) -> MultiExitModelOutput:
+        r"""
+        Args:
+            input_ids, attention_mask, token_type_ids: as for `BertModel`.
+            exit_config: an `ExitConfig` replacing `self.exit_config` for this call.
+            output_all_exits: run every layer and return `all_logits` (always so in train mode).
+            output_hidden_states: also return every layer's output (all-exits mode only).
+            **exit_kwargs: `ExitConfig` fields overriding it for this call, e.g. `exit_strategy="patience", patience=2`.
+        """
+        config = self.resolve_exit_config(exit_config, exit_kwargs)
+        strategy = build_exit_strategy(config, self.config)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden_states = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        if self.training or output_all_exits:
+            return self._forward_all_exits(hidden_states, attention_mask, bool(output_hidden_states))
+        return self._forward_early_exit(hidden_states, attention_mask, strategy)
+
+    def _gate_weight(self, layer_index: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor):
+        """`(g, g^)`: the gate probability and the weight the layer's skip branch gets in all-exits mode. Soft mode
+        uses `g`; hard mode the straight-through `g^ = g + sg(1[g >= r] - g)`; eval mode always hard skips."""
+        gate = self.skip_gates[layer_index](hidden_states, attention_mask)
+        if self.training and self.config.gate_mode == "soft":
+            return gate, gate
+        hard = (gate >= self.config.gate_threshold).to(gate.dtype)
+        return gate, gate + (hard - gate).detach()
+
+    def _forward_all_exits(self, hidden_states, attention_mask, output_hidden_states) -> MultiExitModelOutput:
+        extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
+        use_gates = self.skip_gates is not None and self.config.gate_mode != "off"
+        all_logits, gate_probs, states = [], [], [hidden_states]
+        layers_run = torch.zeros(hidden_states.shape[0], dtype=torch.long, device=hidden_states.device)
+        for index, layer_module in enumerate(self.encoder.layer):
+            layer_output = layer_module(hidden_states, extended_mask)
+            if use_gates:
+                gate, weight = self._gate_weight(index, hidden_states, attention_mask)
+                gate_probs.append(gate)
+                weight = weight[:, None, None].to(hidden_states.dtype)
+                hidden_states = (1 - weight) * layer_output + weight * hidden_states
+                layers_run += (weight[:, 0, 0] < 1).long()
+            else:
+                hidden_states = layer_output
+                layers_run += 1
+            states.append(hidden_states)
+            if index + 1 in self._exit_index:
+                all_logits.append(self.exit_logits(index + 1, hidden_states, attention_mask))
+        return MultiExitModelOutput(
+            logits=all_logits[-1],
+            exit_layers=torch.full_like(layers_run, self.config.num_hidden_layers),
+            layers_run=layers_run,
+            all_logits=tuple(all_logits),
+            gate_probs=tuple(gate_probs) if use_gates else None,
+            hidden_states=tuple(states) if output_hidden_states else None,
+        )
+
+    def _forward_early_exit(self, hidden_states, attention_mask, strategy: ExitStrategy) -> MultiExitModelOutput:
+        batch_size, device = hidden_states.shape[0], hidden_states.device
+        num_layers = self.config.num_hidden_layers
+        gate_threshold = strategy.gate_threshold if strategy.uses_skip_gates else None
+        logits_out = hidden_states.new_zeros(batch_size, self.config.num_labels)
+        exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
+        layers_run = torch.zeros(batch_size, dtype=torch.long, device=device)
+        active = torch.arange(batch_size, device=device)  # original index of each sample still in the batch
+        state = strategy.init_state(batch_size, device)
+        hidden_states, attention_mask = self._trim_padding(hidden_states, attention_mask)
+        extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
+        for index, layer_module in enumerate(self.encoder.layer):
+            layer = index + 1
+            ran = None  # None: every active sample runs this layer; else a boolean mask of those that do
+            if gate_threshold is not None:
+                ran = self.skip_gates[index](hidden_states, attention_mask) < gate_threshold
+                if bool(ran.all()):
+                    ran = None
+            if ran is None:
+                hidden_states = layer_module(hidden_states, extended_mask)
+                layers_run[active] += 1
+            elif bool(ran.any()):
+                rows = ran.nonzero().squeeze(1)
+                sub_mask = None if extended_mask is None else extended_mask[rows]
+                hidden_states = hidden_states.index_copy(0, rows, layer_module(hidden_states[rows], sub_mask))
+                layers_run[active[rows]] += 1
+            if layer not in self._exit_index:
+                continue
+            if layer == num_layers:
+                # The final classifier answers for every sample still running, including ones that skipped it.
+                logits_out[active] = self.exit_logits(layer, hidden_states, attention_mask).to(logits_out.dtype)
+                break
+            if not strategy.needs_logits(layer) or (ran is not None and not bool(ran.any())):
+                continue
+            leaving = self._exit_decision(strategy, layer, hidden_states, attention_mask, state, ran, logits_out, active)
+            if not bool(leaving.any()):
+                continue
+            exit_layers[active[leaving]] = layer
+            staying = ~leaving
+            if not bool(staying.any()):
+                break
+            active, hidden_states, attention_mask = active[staying], hidden_states[staying], attention_mask[staying]
+            state = {key: value[staying] for key, value in state.items()}
+            hidden_states, attention_mask = self._trim_padding(hidden_states, attention_mask)
+            extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
+        return MultiExitModelOutput(logits=logits_out, exit_layers=exit_layers, layers_run=layers_run)
+
+    def _exit_decision(self, strategy, layer, hidden_states, attention_mask, state, ran, logits_out, active):
+        """Runs the exit head for the samples that ran `layer`, asks the strategy, writes the leavers' logits into
+        `logits_out` and returns the boolean mask of leavers among the active samples."""
+        if ran is None:
+            logits = self.exit_logits(layer, hidden_states, attention_mask)
+            leaving = strategy.should_exit(logits, layer, state)
+        else:
+            # Skipped layers cost no exit check (SmartBERT); only the skip strategy, which is stateless, gets here.
+            rows = ran.nonzero().squeeze(1)
+            logits = hidden_states.new_zeros(hidden_states.shape[0], self.config.num_labels)
+            logits[rows] = self.exit_logits(layer, hidden_states[rows], attention_mask[rows])
+            leaving = torch.zeros_like(ran)
+            leaving[rows] = strategy.should_exit(logits[rows], layer, {})
+        logits_out[active[leaving]] = logits[leaving].to(logits_out.dtype)
+        return leaving
+
+    @staticmethod
+    def _trim_padding(hidden_states: torch.Tensor, attention_mask: torch.Tensor):
+        """Drops trailing columns that are padding for every remaining sample: after long samples leave, the rest
+        need not pay for the batch's old maximum length."""
+        used = attention_mask.any(dim=0).nonzero()
+        length = int(used.max()) + 1 if used.numel() else 1
+        if length == attention_mask.shape[1]:
+            return hidden_states, attention_mask
+        return hidden_states[:, :length], attention_mask[:, :length]
+
+
+def exit_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str, num_labels: int) -> torch.Tensor:
+    """Mean loss of one exit: cross-entropy (single label), BCE with logits (multi label) or MSE (regression),
+    as in `BertForSequenceClassification`."""
+    if problem_type == REGRESSION:
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1))
+    if problem_type == MULTI_LABEL:
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    return F.cross_entropy(logits.float().view(-1, num_labels), labels.view(-1))
+
+
+def check_labels(labels: torch.Tensor, problem_type: str, num_labels: int) -> None:
+    """Raises `ValueError` for labels the loss would silently mishandle (a class id outside `num_labels`, NaN)."""
+    if problem_type == SINGLE_LABEL:
+        if labels.is_floating_point():
+            raise ValueError(f"Classification labels must be integer class ids in [0, {num_labels - 1}], got {labels.dtype}.")
+        bad = labels[(labels < 0) | (labels >= num_labels)]
+        if bad.numel():
+            raise ValueError(f"Label {int(bad[0])} is outside num_labels={num_labels}: valid labels are 0..{num_labels - 1}.")
+    elif bool(torch.isnan(labels.float()).any()):
+        raise ValueError(f"labels contain NaN; {problem_type} labels must be finite numbers.")
+
+
+class MultiExitBertForSequenceClassification(MultiExitPreTrainedModel):
+    r"""[`MultiExitBertModel`] with labels, loss and `problem_type` (single-label, multi-label, regression).
+
+    `from_pretrained(<plain BERT folder>, num_labels=N, exit_head=..., exit_layers=...)` loads the backbone
+    weights (and pooler) and initialises the exits.
+
+    Loss: in train mode the joint loss `sum_j w_j * loss(z_j, y)` over the exits with `config.exit_loss_weights`
+    (default PABEE's `w_j = j / sum_k k`, Zhou et al. 2020); the method trainers replace it by their objectives.
+    In eval mode the final exit's loss, so `Trainer.evaluate` reports the full-depth loss.
+    """
+
+    def __init__(self, config: MultiExitConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = MultiExitBertModel(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        exit_config: ExitConfig | None = None,
+        output_all_exits: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **exit_kwargs,
+    ) -> MultiExitSequenceClassifierOutput:
+        r"""As [`MultiExitBertModel.forward`], plus `labels` (`(B,)` class ids, `(B, C)` multi-hot, or `(B,)` floats
+        for regression). Labels need the final exit, so with labels every layer and exit runs (as with
+        `output_all_exits=True`) and `logits` are the final exit's: `Trainer.evaluate` then sees all exits."""
+        problem_type = resolve_problem_type(self.config)
+        if labels is not None:
+            check_labels(labels, problem_type, self.num_labels)
+        want_all = output_all_exits or (labels is not None)
+        outputs = self.bert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            exit_config=exit_config,
+            output_all_exits=want_all,
+            output_hidden_states=output_hidden_states,
+            **exit_kwargs,
+        )
+        loss = None
+        if labels is not None:
+            if self.training:
+                weights = self.config.exit_loss_weights or [float(j) for j in self.config.exit_layers]
+                total = float(sum(weights))
+                loss = sum(
+                    w / total * exit_loss(z, labels, problem_type, self.num_labels)
+                    for w, z in zip(weights, outputs.all_logits)
+                )
+            else:
+                loss = exit_loss(outputs.all_logits[-1], labels, problem_type, self.num_labels)
+        return MultiExitSequenceClassifierOutput(loss=loss, **outputs)
+
+
+MultiExitBertModel.register_for_auto_class("AutoModel")
+MultiExitBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+MultiExitConfig.register_for_auto_class()
+
+__all__ = [
+    "EXIT_HEADS",
+    "MultiExitBertForSequenceClassification",
+    "MultiExitBertModel",
+    "MultiExitModelOutput",
+    "MultiExitPreTrainedModel",
+    "MultiExitSequenceClassifierOutput",
+]
