@@ -1,0 +1,25 @@
+# Every target sets itself up: it creates .venv and installs the package (with this machine's torch pin from
+# constraints.txt) when they are missing or older than pyproject.toml / constraints.txt.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GLUE_DIR ?= $(if $(wildcard ../shared/data/glue),../shared/data/glue,)
+
+.PHONY: install test demo bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/inference_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
