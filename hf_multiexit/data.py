@@ -1,0 +1,870 @@
+"""GLUE and custom text-classification data loading.
+
+Two entry points build a :class:`datasets.DatasetDict` with the same layout the Hub's GLUE
+builder uses (``datasets.load_dataset("nyu-mll/glue", task)``): the task's text column(s),
+``label`` (a :class:`datasets.ClassLabel`, or ``float32`` for the regression task STS-B) and
+``idx`` (``int32``, the 0-based data-row number in the file).
+
+* :func:`load_glue` reads the official GLUE release files written by ``download_glue_data.py``
+  (one folder per task: ``SST-2/train.tsv``, ``SST-2/dev.tsv``, ...), or downloads the task from
+  the Hub when no ``data_dir`` is given. GLUE itself is described in Wang et al., 2019,
+  "GLUE: A Multi-Task Benchmark and Analysis Platform for Natural Language Understanding"
+  (ICLR 2019).
+* :func:`load_text_files` reads CSV, TSV, JSON or JSON Lines files with named columns, for any
+  other sentence or sentence-pair task.
+
+Given a tokenizer, both tokenise the text (pairs for two-sentence tasks) with truncation and no
+padding, and return only the tokenizer's columns plus ``label``, so that a batch built by
+:func:`make_collator` (dynamic padding) can be passed straight to ``model(**batch)``.
+
+Bad input fails early with a ``ValueError`` or ``FileNotFoundError`` whose message names the
+file (and line or byte offset), the bad value and the valid choices or the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+if TYPE_CHECKING:  # the heavy libraries are imported lazily so metrics.py can use the registry
+    from datasets import Dataset, DatasetDict, Features
+    from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+__all__ = [
+    "GLUE_TASKS",
+    "GlueTask",
+    "TsvLayout",
+    "get_glue_task",
+    "load_glue",
+    "load_text_files",
+    "make_collator",
+    "tokenize_dataset",
+]
+
+# Hub id of the GLUE dataset; "glue" is the legacy alias that the Hub redirects to this repo.
+HUB_GLUE_ID = "nyu-mll/glue"
+
+# Tokenizers without a known limit report a huge sentinel (int(1e30)) as model_max_length.
+_SANE_MODEL_MAX_LENGTH = 1_000_000
+
+_INT_RE = re.compile(r"[+-]?\d+")
+
+
+@dataclass(frozen=True)
+class TsvLayout:
+    """How to read one task's official GLUE ``.tsv`` files.
+
+    Attributes:
+        header: column names the file's header line must contain, or ``None`` for files with no
+            header (CoLA), which are read by position.
+        text_fields: header names (or 0-based positions) of the text field(s), in the order of
+            :attr:`GlueTask.text_columns`.
+        label_field: header name (or position) of the label field.
+        label_format: ``"int"`` (class id written as a digit), ``"name"`` (class name written
+            out, e.g. ``entailment``) or ``"float"`` (regression score).
+        num_fields: number of tab-separated fields of a header-less file.
+    """
+
+    header: tuple[str, ...] | None
+    text_fields: tuple[str | int, ...]
+    label_field: str | int
+    label_format: Literal["int", "name", "float"]
+    num_fields: int | None = None
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    """One GLUE task: column and label names as the Hub's GLUE builder gives them, where the
+    official release keeps its files, how to parse them, and which metrics GLUE reports.
+
+    Attributes:
+        name: the ``datasets`` config name (``"sst2"``, ``"mnli"``, ...).
+        folder: the task's folder in the GLUE release (``"SST-2"``, ``"MNLI"``, ...).
+        text_columns: output text column name(s).
+        label_names: class names in ``ClassLabel`` id order; empty for regression (STS-B).
+        split_files: ``(split name, file name)`` pairs, training split first.
+        tsv: how to parse the ``.tsv`` files.
+        metrics: metric names reported for the task (the names ``evaluate``'s GLUE metric uses).
+        primary_metric: the metric used to pick the best checkpoint.
+    """
+
+    name: str
+    folder: str
+    text_columns: tuple[str, ...]
+    label_names: tuple[str, ...]
+    split_files: tuple[tuple[str, str], ...]
+    tsv: TsvLayout
+    metrics: tuple[str, ...]
+    primary_metric: str
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.label_names
+
+    @property
+    def num_labels(self) -> int:
+        """Size of the model's output layer: the number of classes, or 1 for regression."""
+        return len(self.label_names) or 1
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(split for split, _ in self.split_files)
+
+    @property
+    def validation_splits(self) -> tuple[str, ...]:
+        return tuple(split for split in self.splits if split != "train")
+
+
+_TRAIN_DEV = (("train", "train.tsv"), ("validation", "dev.tsv"))
+_ACC = ("accuracy",)
+
+GLUE_TASKS: dict[str, GlueTask] = {
+    task.name: task
+    for task in (
+        GlueTask(
+            name="cola",
+            folder="CoLA",
+            text_columns=("sentence",),
+            label_names=("unacceptable", "acceptable"),
+            split_files=_TRAIN_DEV,
+            # No header; fields: source code, label (0/1), original author mark, sentence.
+            tsv=TsvLayout(header=None, text_fields=(3,), label_field=1, label_format="int",
+                          num_fields=4),
+            metrics=("matthews_correlation",),
+            primary_metric="matthews_correlation",
+        ),
+        GlueTask(
+            name="sst2",
+            folder="SST-2",
+            text_columns=("sentence",),
+            label_names=("negative", "positive"),
+            split_files=_TRAIN_DEV,
+            tsv=TsvLayout(header=("sentence", "label"), text_fields=("sentence",),
+                          label_field="label", label_format="int"),
+            metrics=_ACC,
+            primary_metric="accuracy",
+        ),
+        GlueTask(
+            name="mrpc",
+            folder="MRPC",
+            text_columns=("sentence1", "sentence2"),
+            label_names=("not_equivalent", "equivalent"),
+            split_files=_TRAIN_DEV,
+            tsv=TsvLayout(header=("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"),
+                          text_fields=("#1 String", "#2 String"), label_field="Quality",
+                          label_format="int"),
+            metrics=("accuracy", "f1"),
+            primary_metric="f1",
+        ),
+        GlueTask(
+            name="stsb",
+            folder="STS-B",
+            text_columns=("sentence1", "sentence2"),
+            label_names=(),
+            split_files=_TRAIN_DEV,
+            tsv=TsvLayout(header=("index", "genre", "filename", "year", "old_index", "source1",
+                                  "source2", "sentence1", "sentence2", "score"),
+                          text_fields=("sentence1", "sentence2"), label_field="score",
+                          label_format="float"),
+            metrics=("pearson", "spearmanr"),
+            primary_metric="pearson",
+        ),
+        GlueTask(
+            name="qqp",
+            folder="QQP",
+            text_columns=("question1", "question2"),
+            label_names=("not_duplicate", "duplicate"),
+            split_files=_TRAIN_DEV,
+            tsv=TsvLayout(header=("id", "qid1", "qid2", "question1", "question2",
+                                  "is_duplicate"),
+                          text_fields=("question1", "question2"), label_field="is_duplicate",
+                          label_format="int"),
+            metrics=("accuracy", "f1"),
+            primary_metric="f1",
+        ),
+        GlueTask(
+            name="mnli",
+            folder="MNLI",
+            text_columns=("premise", "hypothesis"),
+            label_names=("entailment", "neutral", "contradiction"),
+            split_files=(
+                ("train", "train.tsv"),
+                ("validation_matched", "dev_matched.tsv"),
+                ("validation_mismatched", "dev_mismatched.tsv"),
+            ),
+            # train.tsv has one annotator column (label1), the dev files five; only the
+            # columns below are required, and the label is always gold_label.
+            tsv=TsvLayout(header=("sentence1", "sentence2", "gold_label"),
+                          text_fields=("sentence1", "sentence2"), label_field="gold_label",
+                          label_format="name"),
+            metrics=_ACC,
+            primary_metric="accuracy",
+        ),
+        GlueTask(
+            name="qnli",
+            folder="QNLI",
+            text_columns=("question", "sentence"),
+            label_names=("entailment", "not_entailment"),
+            split_files=_TRAIN_DEV,
+            tsv=TsvLayout(header=("index", "question", "sentence", "label"),
+                          text_fields=("question", "sentence"), label_field="label",
+                          label_format="name"),
+            metrics=_ACC,
+            primary_metric="accuracy",
+        ),
+        GlueTask(
+            name="rte",
+            folder="RTE",
+            text_columns=("sentence1", "sentence2"),
+            label_names=("entailment", "not_entailment"),
+            split_files=_TRAIN_DEV,
+            tsv=TsvLayout(header=("index", "sentence1", "sentence2", "label"),
+                          text_fields=("sentence1", "sentence2"), label_field="label",
+                          label_format="name"),
+            metrics=_ACC,
+            primary_metric="accuracy",
+        ),
+        GlueTask(
+            name="wnli",
+            folder="WNLI",
+            text_columns=("sentence1", "sentence2"),
+            # Unlike RTE/QNLI, WNLI's files write 0/1 and 1 means entailment, so the order of
+            # the names is reversed to keep the file's ids.
+            label_names=("not_entailment", "entailment"),
+            split_files=_TRAIN_DEV,
+            tsv=TsvLayout(header=("index", "sentence1", "sentence2", "label"),
+                          text_fields=("sentence1", "sentence2"), label_field="label",
+                          label_format="int"),
+            metrics=_ACC,
+            primary_metric="accuracy",
+        ),
+    )
+}
+
+# Other spellings people use for the same tasks (after lower-casing and dropping "-"/"_").
+_TASK_ALIASES = {"mnlimatched": "mnli", "mnlimismatched": "mnli", "mnlimm": "mnli"}
+
+
+def _normalize_task_name(task: str) -> str:
+    key = task.strip().lower().replace("-", "").replace("_", "")
+    return _TASK_ALIASES.get(key, key)
+
+
+def get_glue_task(task: str) -> GlueTask:
+    """Return the registry entry for ``task``.
+
+    Case, ``-`` and ``_`` are ignored, so the GLUE folder names work too (``"SST-2"``,
+    ``"STS-B"``); ``"mnli_matched"``, ``"mnli_mismatched"`` and ``"mnli-mm"`` mean ``"mnli"``.
+
+    Raises:
+        ValueError: ``task`` is not one of the nine GLUE tasks.
+    """
+    if not isinstance(task, str):
+        raise ValueError(f"task must be a string naming a GLUE task, got {task!r}")
+    spec = GLUE_TASKS.get(_normalize_task_name(task))
+    if spec is None:
+        raise ValueError(
+            f"unknown GLUE task {task!r}; choose one of {', '.join(GLUE_TASKS)}. "
+            "For another dataset, use load_text_files()."
+        )
+    return spec
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files
+# --------------------------------------------------------------------------------------------
+
+
+def _raise_for_bad_utf8(path: Path, exc: UnicodeDecodeError) -> NoReturn:
+    # The text-mode decoder reports positions inside its read buffer, not the file, so find
+    # the real offset by decoding the raw bytes once more; this only runs on the failure path.
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as raw_exc:
+        offset = raw_exc.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise ValueError(
+            f"{path} is not valid UTF-8: byte 0x{data[offset]:02x} at byte offset {offset} "
+            f"(line {line}). Files must be UTF-8 encoded; re-download the file or convert it, "
+            f"e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed_{path.name}`."
+        ) from None
+    raise ValueError(f"{path} is not valid UTF-8: {exc}") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        # utf-8-sig drops a byte-order mark: MRPC's files start with one (the official script
+        # copies the header of Microsoft's file verbatim), and so do many spreadsheet exports.
+        with open(path, encoding="utf-8-sig", newline="") as f:  # csv wants newline=""
+            return f.read()
+    except UnicodeDecodeError as exc:
+        _raise_for_bad_utf8(path, exc)
+
+
+def _check_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} is not a file")
+
+
+def _iter_tsv_rows(path: Path, text: str, delimiter: str = "\t",
+                   quoting: int = csv.QUOTE_NONE) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(line number, fields)`` for each non-blank record of ``text``.
+
+    GLUE's files are unquoted: QQP and MNLI contain stray ``"`` characters that a quoting
+    reader would treat as the start of a multi-line field, silently merging rows. Hence
+    ``QUOTE_NONE`` for tab-separated files, as the Hub's GLUE builder does.
+    """
+    # StringIO(newline="") splits lines the way csv expects of a file opened with newline="".
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    for fields in reader:
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue  # blank lines (e.g. a trailing one) carry no example
+        yield reader.line_num, fields
+
+
+def _parse_glue_label(raw: str, spec: GlueTask, path: Path, line: int) -> int | float:
+    fmt = spec.tsv.label_format
+    if fmt == "float":
+        try:
+            value = float(raw)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            raise ValueError(
+                f"{path}, line {line}: regression label {raw!r} is not a finite number; "
+                f"{spec.folder} scores must be numbers such as 3.800"
+            )
+        return value
+    if fmt == "name":
+        if raw in spec.label_names:
+            return spec.label_names.index(raw)
+        valid = ", ".join(spec.label_names)
+    else:
+        ids = [str(i) for i in range(len(spec.label_names))]
+        if raw in ids:
+            return int(raw)
+        valid = ", ".join(f"{i} ({name})" for i, name in zip(ids, spec.label_names))
+    raise ValueError(
+        f"{path}, line {line}: unknown label {raw!r} for {spec.folder}; valid labels: {valid}"
+    )
+
+
+def _read_glue_tsv(spec: GlueTask, path: Path) -> dict[str, list[Any]]:
+    """Parse one official GLUE ``.tsv`` file into columns (text columns, label, idx)."""
+    _check_file(path, f"GLUE {spec.folder} file")
+    layout = spec.tsv
+    rows = _iter_tsv_rows(path, _read_text(path))
+
+    if layout.header is None:
+        num_fields = layout.num_fields
+        positions = [int(f) for f in layout.text_fields]
+        label_pos = int(layout.label_field)
+        shape_hint = f"{num_fields} tab-separated fields and no header"
+    else:
+        first = next(rows, None)
+        if first is None:
+            raise ValueError(f"{path} is empty; expected a header line and data rows")
+        header = first[1]
+        missing = [name for name in layout.header if name not in header]
+        if missing:
+            raise ValueError(
+                f"{path}: header is missing column(s) {missing} for {spec.folder}; expected "
+                f"columns {list(layout.header)}, found {header}. Is this the {spec.folder} "
+                "file written by download_glue_data.py?"
+            )
+        num_fields = len(header)
+        positions = [header.index(str(f)) for f in layout.text_fields]
+        label_pos = header.index(str(layout.label_field))
+        shape_hint = f"{num_fields} tab-separated fields like its header"
+
+    columns: dict[str, list[Any]] = {name: [] for name in spec.text_columns}
+    labels: list[int | float] = []
+    for line, fields in rows:
+        if len(fields) != num_fields:
+            raise ValueError(
+                f"{path}, line {line}: found {len(fields)} tab-separated fields, expected "
+                f"{shape_hint}. The file is truncated or corrupt, or belongs to another task; "
+                "re-download it with download_glue_data.py."
+            )
+        for name, pos in zip(spec.text_columns, positions):
+            columns[name].append(fields[pos])
+        labels.append(_parse_glue_label(fields[label_pos], spec, path, line))
+
+    if not labels:
+        if layout.header is None:
+            raise ValueError(f"{path} is empty; expected {shape_hint}")
+        raise ValueError(f"{path} has a header but no data rows")
+    columns["label"] = labels
+    columns["idx"] = list(range(len(labels)))
+    return columns
+
+
+def _features(text_columns: Sequence[str], label_names: Sequence[str] | None) -> Features:
+    from datasets import ClassLabel, Features, Value
+
+    feats: dict[str, Any] = {name: Value("string") for name in text_columns}
+    feats["label"] = ClassLabel(names=list(label_names)) if label_names else Value("float32")
+    feats["idx"] = Value("int32")
+    return Features(feats)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenisation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_max_length(tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _SANE_MODEL_MAX_LENGTH and max_length > limit:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ValueError(
+            f"max_length={max_length} exceeds the tokenizer's model_max_length={limit} "
+            f"({name}): the model has no position embeddings beyond {limit} tokens. "
+            f"Pass max_length <= {limit}."
+        )
+
+
+def tokenize_dataset(
+    data: Dataset | DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    text_columns: Sequence[str],
+    max_length: int = 128,
+) -> Dataset | DatasetDict:
+    """Tokenise one or two text columns (a sentence pair) for sequence classification.
+
+    Sequences are truncated to ``max_length`` tokens (longest sequence of a pair first) and not
+    padded: :func:`make_collator` pads each batch to its own longest row, which is much cheaper
+    than padding everything to ``max_length``. The text columns and ``idx`` are dropped, so the
+    result holds the tokenizer's columns plus ``label`` and batches can go straight to
+    ``model(**batch)``; rows stay in file order, so row ``i`` still has ``idx == i``.
+    """
+    text_columns = tuple(text_columns)
+    if len(text_columns) not in (1, 2):
+        raise ValueError(
+            f"text_columns must name one column or a sentence pair, got {list(text_columns)}"
+        )
+    _check_max_length(tokenizer, max_length)
+    column_names = data.column_names
+    if isinstance(column_names, dict):  # DatasetDict: split -> names
+        column_names = next(iter(column_names.values()), [])
+    missing = [name for name in text_columns if name not in column_names]
+    if missing:
+        raise ValueError(
+            f"text column(s) {missing} not in the dataset; expected {list(text_columns)}, "
+            f"found {list(column_names)}"
+        )
+    drop = [name for name in column_names if name != "label"]
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        texts = [batch[name] for name in text_columns]
+        return tokenizer(*texts, truncation=True, max_length=max_length)
+
+    return data.map(encode, batched=True, remove_columns=drop, desc="Tokenizing")
+
+
+def make_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorWithPadding:
+    """Batch tokenised rows, padding each batch to its longest row (dynamic padding).
+
+    The collator also renames ``label`` to ``labels``, the argument name models expect.
+    """
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer=tokenizer, padding="longest")
+
+
+# --------------------------------------------------------------------------------------------
+# GLUE
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_splits(spec: GlueTask, splits: str | Sequence[str] | None) -> list[str]:
+    if splits is None:
+        return list(spec.splits)
+    requested = [splits] if isinstance(splits, str) else list(splits)
+    for split in requested:
+        if split not in spec.splits:
+            hint = ""
+            if spec.name == "mnli" and split == "validation":
+                hint = " (MNLI has two development sets: matched and mismatched genres)"
+            raise ValueError(
+                f"unknown split {split!r} for GLUE task {spec.name}{hint}; "
+                f"valid splits: {', '.join(spec.splits)}"
+            )
+    if not requested:
+        raise ValueError(f"splits is empty; choose from {', '.join(spec.splits)}")
+    # Keep the registry's order so the DatasetDict always lists train first.
+    return [split for split in spec.splits if split in requested]
+
+
+def _resolve_task_dir(spec: GlueTask, data_dir: Path) -> Path:
+    if not data_dir.exists():
+        raise FileNotFoundError(
+            f"GLUE data directory {data_dir} does not exist; pass the GLUE root written by "
+            f"download_glue_data.py (the folder holding {spec.folder}/), the {spec.folder} "
+            "folder itself, or data_dir=None to download the task from the Hugging Face Hub"
+        )
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"GLUE data directory {data_dir} is not a directory")
+
+    folder = data_dir / spec.folder
+    if folder.is_dir():
+        return folder
+    wanted = _normalize_task_name(spec.folder)
+    for child in sorted(data_dir.iterdir()):  # e.g. "sst-2/" on a case-sensitive filesystem
+        if child.is_dir() and _normalize_task_name(child.name) == wanted:
+            return child
+
+    # data_dir may be the task folder itself; refuse another task's folder rather than
+    # failing later with a confusing column error.
+    own = _normalize_task_name(data_dir.name)
+    if own in GLUE_TASKS and own != spec.name:
+        raise ValueError(
+            f"data_dir {data_dir} looks like the GLUE {GLUE_TASKS[own].folder} folder, but the "
+            f"task is {spec.name}; pass the GLUE root or the {spec.folder} folder"
+        )
+    if any((data_dir / name).is_file() for _, name in spec.split_files):
+        return data_dir
+    found = sorted(p.name for p in data_dir.iterdir())[:20]
+    raise FileNotFoundError(
+        f"no {spec.folder}/ folder in {data_dir} and no {spec.folder} files "
+        f"({', '.join(name for _, name in spec.split_files)}) in it either; found {found}. "
+        f"Pass the GLUE root written by download_glue_data.py or the {spec.folder} folder."
+    )
+
+
+def _load_glue_from_hub(spec: GlueTask, splits: list[str]) -> DatasetDict:
+    from datasets import DatasetDict, load_dataset
+
+    raw = load_dataset(HUB_GLUE_ID, spec.name)
+    return DatasetDict({split: raw[split] for split in splits})
+
+
+def load_glue(
+    task: str,
+    data_dir: str | Path | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    max_length: int = 128,
+    splits: str | Sequence[str] | None = None,
+) -> DatasetDict:
+    """Load a GLUE task's training and development sets.
+
+    Args:
+        task: one of ``cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli`` (see
+            :func:`get_glue_task` for accepted spellings).
+        data_dir: the GLUE root written by ``download_glue_data.py`` (holding ``SST-2/``,
+            ``MNLI/``, ...) or one task's folder. ``None`` downloads the task from the Hub
+            (``datasets.load_dataset("nyu-mll/glue", task)``), which gives the same columns.
+        tokenizer: if given, tokenise as :func:`tokenize_dataset` does.
+        max_length: truncation length in tokens, at most the tokenizer's ``model_max_length``.
+        splits: a split name or names to load; default all. The splits are ``train`` and
+            ``validation``, except MNLI: ``train``, ``validation_matched`` (``dev_matched.tsv``)
+            and ``validation_mismatched`` (``dev_mismatched.tsv``). GLUE's test files have no
+            labels and are not loaded.
+
+    File formats (tab-separated, unquoted, UTF-8; ``idx`` counts data rows from 0):
+
+    ======  =====================================================  =========================
+    task    fields                                                 label
+    ======  =====================================================  =========================
+    CoLA    no header: source, label, original mark, sentence      0/1
+    SST-2   ``sentence label``                                     0/1
+    MRPC    ``Quality #1 ID #2 ID #1 String #2 String``            Quality, 0/1
+    STS-B   ``index genre filename year old_index source1 source2  score, float 0-5
+            sentence1 sentence2 score``
+    QQP     ``id qid1 qid2 question1 question2 is_duplicate``      0/1
+    MNLI    ``index promptID pairID genre ... sentence1 sentence2  gold_label, a class name
+            label1 [label2 ... label5] gold_label``
+    QNLI    ``index question sentence label``                      a class name
+    RTE     ``index sentence1 sentence2 label``                    a class name
+    WNLI    ``index sentence1 sentence2 label``                    0/1, 1 = entailment
+    ======  =====================================================  =========================
+
+    Output columns are renamed as on the Hub: MRPC's strings become ``sentence1/sentence2``,
+    MNLI's ``sentence1/sentence2`` become ``premise/hypothesis``.
+
+    Returns:
+        A ``DatasetDict`` with the requested splits and columns ``text column(s), label, idx``
+        (or, with a tokenizer, the tokenizer's columns and ``label``).
+
+    Raises:
+        ValueError: unknown task or split, ``max_length`` above the tokenizer's limit, or a file
+            that is empty, has the wrong columns, an unknown label or is not UTF-8.
+        FileNotFoundError: ``data_dir`` or a split's file does not exist.
+    """
+    from datasets import Dataset, DatasetDict
+
+    spec = get_glue_task(task)
+    wanted = _resolve_splits(spec, splits)
+    if tokenizer is not None:
+        _check_max_length(tokenizer, max_length)  # before the (possibly slow) read
+
+    if data_dir is None:
+        result = _load_glue_from_hub(spec, wanted)
+    else:
+        folder = _resolve_task_dir(spec, Path(data_dir))
+        files = dict(spec.split_files)
+        features = _features(spec.text_columns, spec.label_names)
+        result = DatasetDict()
+        for split in wanted:
+            path = folder / files[split]
+            if not path.is_file():
+                present = sorted(p.name for p in folder.iterdir())
+                raise FileNotFoundError(
+                    f"{path} not found: the {spec.folder} {split!r} split is read from "
+                    f"{files[split]}; files in {folder}: {present}"
+                )
+            result[split] = Dataset.from_dict(_read_glue_tsv(spec, path), features=features)
+
+    if tokenizer is not None:
+        result = tokenize_dataset(result, tokenizer, spec.text_columns, max_length)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Other tasks: CSV / TSV / JSON / JSON Lines
+# --------------------------------------------------------------------------------------------
+
+_TEXT_FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl")
+
+
+def _read_delimited_records(path: Path, text: str,
+                            delimiter: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    # CSV files follow RFC 4180 quoting (fields may be quoted and span lines); TSV files are
+    # read unquoted like GLUE's, since tabs rarely occur in text but quote characters do.
+    quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
+    rows = _iter_tsv_rows(path, text, delimiter=delimiter, quoting=quoting)
+    first = next(rows, None)
+    if first is None:
+        raise ValueError(f"{path} is empty; expected a header line naming the columns")
+    header = first[1]
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise ValueError(
+                f"{path}, line {line}: found {len(fields)} fields, expected {len(header)} "
+                f"like the header {header}"
+                + (" (quote fields that contain commas)" if delimiter == "," else "")
+            )
+        yield f"line {line}", dict(zip(header, fields))
+
+
+def _read_json_records(path: Path, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    # A ".json" file may hold one array of objects or, as Hugging Face scripts commonly write
+    # it, one object per line; the first character tells the two apart.
+    stripped = text.lstrip()
+    if not stripped:
+        raise ValueError(f"{path} is empty; expected JSON objects, one per line or in an array")
+    if path.suffix.lower() == ".json" and stripped.startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise ValueError(
+                    f"{path}, record {i}: expected a JSON object with named fields, "
+                    f"got {type(record).__name__}"
+                )
+            yield f"record {i}", record
+        return
+    # Not str.splitlines(): that also splits at U+2028 etc., which JSON strings may contain.
+    for number, line in enumerate(io.StringIO(text, newline=""), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{path}, line {number}: invalid JSON ({exc.msg}); JSON Lines files need one "
+                "complete object per line"
+            ) from None
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"{path}, line {number}: expected a JSON object with named fields, "
+                f"got {type(record).__name__}"
+            )
+        yield f"line {number}", record
+
+
+def _read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    suffix = path.suffix.lower()
+    if suffix not in _TEXT_FILE_SUFFIXES:
+        raise ValueError(
+            f"unsupported file type {path.suffix!r} for {path}; use one of "
+            f"{', '.join(_TEXT_FILE_SUFFIXES)}"
+        )
+    _check_file(path, "data file")
+    text = _read_text(path)
+    if suffix in (".json", ".jsonl"):
+        records = list(_read_json_records(path, text))
+    else:
+        records = list(_read_delimited_records(path, text, "," if suffix == ".csv" else "\t"))
+    if not records:
+        raise ValueError(f"{path} has no data rows")
+    return records
+
+
+def _label_converter(
+    all_labels: list[Any], label_names: list[str] | None
+) -> tuple[list[str] | None, Callable[[Any, Path, str], int | float]]:
+    """Decide between classification and regression (rules in :func:`load_text_files`).
+
+    Returns the class names (``None`` for regression) and a function mapping
+    ``(raw label, file, "line N")`` to a class id or a score.
+    """
+    if label_names is not None:
+        names = label_names
+
+        def to_class(raw: Any, path: Path, where: str) -> int:
+            key = raw.strip() if isinstance(raw, str) else raw
+            if isinstance(key, str) and key in names:
+                return names.index(key)
+            as_id = _as_int(raw)
+            if as_id is not None and 0 <= as_id < len(names):
+                return as_id
+            valid = ", ".join(f"{i} ({name})" for i, name in enumerate(names))
+            raise ValueError(f"{path}, {where}: unknown label {raw!r}; valid labels: {valid}")
+
+        return names, to_class
+
+    if all(_as_int(value) is not None for value in all_labels):
+        values = sorted({_as_int(value) for value in all_labels})
+        index = {value: i for i, value in enumerate(values)}
+        return [str(value) for value in values], lambda raw, path, where: index[_as_int(raw)]
+
+    distinct = sorted({str(value) for value in all_labels})
+
+    def to_score(raw: Any, path: Path, where: str) -> float:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            shown = distinct[:10] + (["..."] if len(distinct) > 10 else [])
+            raise ValueError(
+                f"{path}, {where}: label {raw!r} is not a number, and labels that are not all "
+                f"integers are read as regression targets. For classification pass "
+                f"label_names=[...]; labels found: {shown}"
+            ) from None
+        if not math.isfinite(value):
+            raise ValueError(f"{path}, {where}: regression label {raw!r} is not a finite number")
+        return value
+
+    return None, to_score
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
+        return int(value.strip())
+    return None
+
+
+def load_text_files(
+    train_file: str | Path | None = None,
+    validation_file: str | Path | None = None,
+    text_columns: str | Sequence[str] = ("sentence",),
+    label_column: str = "label",
+    label_names: Sequence[str] | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    max_length: int = 128,
+) -> DatasetDict:
+    """Load a sentence (pair) task from CSV, TSV, JSON or JSON Lines files with named columns.
+
+    File formats, chosen by extension (all UTF-8):
+
+    * ``.csv``: comma-separated with a header line; standard CSV quoting.
+    * ``.tsv``: tab-separated with a header line; no quoting (quote characters are text).
+    * ``.jsonl``: one JSON object per line.
+    * ``.json``: a JSON array of objects, or one object per line as for ``.jsonl``.
+
+    Labels (decided over all given files together, so both splits share one label space):
+
+    * ``label_names`` given: classification. A label is a class name, or an integer id
+      ``0 <= id < len(label_names)``; names are matched first.
+    * otherwise, if every label is an integer (``3`` or ``"3"``; not ``"3.0"``; JSON booleans
+      count as 0/1): classification whose class names are the sorted distinct values as strings,
+      with ids ``0..k-1`` in that order (labels 0..k-1 thus keep their ids).
+    * otherwise: regression; every label must be a finite number.
+
+    Returns:
+        A ``DatasetDict`` with ``train`` and/or ``validation`` splits and columns
+        ``text column(s), label, idx`` (or, with a tokenizer, the tokenizer's columns and
+        ``label``). ``features["label"]`` is a ``ClassLabel`` for classification, ``float32``
+        for regression.
+
+    Raises:
+        ValueError: bad arguments, unsupported extension, an empty file, missing columns, an
+            unknown label, a non-numeric or NaN regression label, or non-UTF-8 bytes.
+        FileNotFoundError: a file does not exist.
+    """
+    from datasets import Dataset, DatasetDict
+
+    columns = (text_columns,) if isinstance(text_columns, str) else tuple(text_columns)
+    if len(columns) not in (1, 2) or len(set(columns)) != len(columns):
+        raise ValueError(
+            f"text_columns must name one column or two different columns (a sentence pair), "
+            f"got {list(columns)}"
+        )
+    if label_column in columns:
+        raise ValueError(f"label_column {label_column!r} is also listed in text_columns")
+    if label_names is not None:
+        label_names = [str(name) for name in label_names]
+        if not label_names or len(set(label_names)) != len(label_names):
+            raise ValueError(f"label_names must be non-empty and distinct, got {label_names}")
+    files = {split: path for split, path in
+             (("train", train_file), ("validation", validation_file)) if path is not None}
+    if not files:
+        raise ValueError("no data files given; pass train_file and/or validation_file")
+    if tokenizer is not None:
+        _check_max_length(tokenizer, max_length)
+
+    needed = [*columns, label_column]
+    loaded: dict[str, tuple[Path, list[tuple[str, dict[str, Any]]]]] = {}
+    for split, file in files.items():
+        path = Path(file)
+        records = _read_records(path)
+        for where, record in records:
+            missing = [name for name in needed if name not in record]
+            if missing:
+                raise ValueError(
+                    f"{path}, {where}: missing column(s) {missing}; expected columns {needed} "
+                    f"(set text_columns= and label_column=), found {list(record)}"
+                )
+            for name in columns:
+                if not isinstance(record[name], str):
+                    raise ValueError(
+                        f"{path}, {where}: text column {name!r} must hold a string, got "
+                        f"{record[name]!r}"
+                    )
+            label = record[label_column]
+            if label is None or (isinstance(label, str) and not label.strip()):
+                raise ValueError(f"{path}, {where}: missing value in label column "
+                                 f"{label_column!r}")
+        loaded[split] = (path, records)
+
+    all_labels = [rec[label_column] for _, records in loaded.values() for _, rec in records]
+    names, label_of = _label_converter(all_labels, label_names)
+    features = _features(columns, names)
+    result = DatasetDict()
+    for split, (path, records) in loaded.items():
+        data: dict[str, list[Any]] = {name: [rec[name] for _, rec in records] for name in columns}
+        data["label"] = [label_of(rec[label_column], path, where) for where, rec in records]
+        data["idx"] = list(range(len(records)))
+        result[split] = Dataset.from_dict(data, features=features)
+
+    if tokenizer is not None:
+        result = tokenize_dataset(result, tokenizer, columns, max_length)
+    return result
