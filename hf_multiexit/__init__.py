@@ -20,6 +20,17 @@ from .models.multiexit_bert import (
     register_exit_strategy,
 )
 
+from .trainers import (
+    DeeBertConfig,
+    DeeBertTrainer,
+    MultiExitTrainer,
+    MultiExitTrainingArguments,
+    PabeeConfig,
+    PabeeTrainer,
+    RomeBertConfig,
+    RomeBertTrainer,
+)
+
 __version__ = "0.1.0"
 
 AutoConfig.register(MultiExitConfig.model_type, MultiExitConfig, exist_ok=True)
@@ -27,6 +38,14 @@ AutoModel.register(MultiExitConfig, MultiExitBertModel, exist_ok=True)
 AutoModelForSequenceClassification.register(MultiExitConfig, MultiExitBertForSequenceClassification, exist_ok=True)
 
 __all__ = [
+    "DeeBertConfig",
+    "DeeBertTrainer",
+    "MultiExitTrainer",
+    "MultiExitTrainingArguments",
+    "PabeeConfig",
+    "PabeeTrainer",
+    "RomeBertConfig",
+    "RomeBertTrainer",
     "EXIT_HEADS",
     "EXIT_HEAD_STYLES",
     "EXIT_STRATEGIES",

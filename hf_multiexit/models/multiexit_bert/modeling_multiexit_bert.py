@@ -136,6 +136,19 @@ class SkipGate(nn.Module):
         return torch.sigmoid(self.score(self.features(hidden_states, attention_mask))).squeeze(-1)
 
 
+class _GradientRescale(torch.autograd.Function):
+    """`GR(x, s)`: identity in the forward pass, gradient multiplied by `s` in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, scale: float):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
 def _additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
     """`(n, 1, 1, S)` additive key mask for BERT's layers (eager and SDPA both accept it), or `None` when no
     position is padding, which lets SDPA pick its fastest kernel."""
@@ -268,6 +281,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         exit_config: ExitConfig | None = None,
         output_all_exits: bool | None = None,
         output_hidden_states: bool | None = None,
+        gradient_equilibrium: bool = False,
         **exit_kwargs,
     ) -> MultiExitModelOutput:
         r"""
@@ -276,6 +290,10 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             exit_config: an `ExitConfig` replacing `self.exit_config` for this call.
             output_all_exits: run every layer and return `all_logits` (always so in train mode).
             output_hidden_states: also return every layer's output (all-exits mode only).
+            gradient_equilibrium: in all-exits mode, rescale gradients at each exit as in ElasticBERT's gradient
+                equilibrium (Li et al., 2019): with `k` exits from this one on, the head sees `GR(x, 1/k)` and the
+                deeper layers `GR(GR(x, 1/k), k - 1)`, so each exit's gradient into the backbone weighs `1/k` and the
+                deeper ones `(k-1)/k`. Identity in the forward pass.
             **exit_kwargs: `ExitConfig` fields overriding it for this call, e.g. `exit_strategy="patience", patience=2`.
         """
         config = self.resolve_exit_config(exit_config, exit_kwargs)
@@ -284,7 +302,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         hidden_states = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         if self.training or output_all_exits:
-            return self._forward_all_exits(hidden_states, attention_mask, bool(output_hidden_states))
+            return self._forward_all_exits(hidden_states, attention_mask, bool(output_hidden_states), gradient_equilibrium)
         return self._forward_early_exit(hidden_states, attention_mask, strategy)
 
     def _gate_weight(self, layer_index: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor):
@@ -296,7 +314,9 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         hard = (gate >= self.config.gate_threshold).to(gate.dtype)
         return gate, gate + (hard - gate).detach()
 
-    def _forward_all_exits(self, hidden_states, attention_mask, output_hidden_states) -> MultiExitModelOutput:
+    def _forward_all_exits(
+        self, hidden_states, attention_mask, output_hidden_states, gradient_equilibrium=False
+    ) -> MultiExitModelOutput:
         extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
         use_gates = self.skip_gates is not None and self.config.gate_mode != "off"
         all_logits, gate_probs, states = [], [], [hidden_states]
@@ -313,7 +333,14 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
                 hidden_states = layer_output
                 layers_run += 1
             states.append(hidden_states)
-            if index + 1 in self._exit_index:
+            if index + 1 not in self._exit_index:
+                continue
+            exits_left = len(self._exit_index) - self._exit_index[index + 1]
+            if gradient_equilibrium and exits_left > 1:
+                hidden_states = _GradientRescale.apply(hidden_states, 1.0 / exits_left)
+                all_logits.append(self.exit_logits(index + 1, hidden_states, attention_mask))
+                hidden_states = _GradientRescale.apply(hidden_states, float(exits_left - 1))
+            else:
                 all_logits.append(self.exit_logits(index + 1, hidden_states, attention_mask))
         return MultiExitModelOutput(
             logits=all_logits[-1],
@@ -398,14 +425,18 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         return hidden_states[:, :length], attention_mask[:, :length]
 
 
-def exit_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str, num_labels: int) -> torch.Tensor:
-    """Mean loss of one exit: cross-entropy (single label), BCE with logits (multi label) or MSE (regression),
-    as in `BertForSequenceClassification`."""
+def exit_loss(
+    logits: torch.Tensor, labels: torch.Tensor, problem_type: str, num_labels: int, reduction: str = "mean"
+) -> torch.Tensor:
+    """Loss of one exit as in `BertForSequenceClassification`: cross-entropy (single label), BCE with logits averaged
+    over labels (multi label) or MSE (regression); `reduction="none"` gives one value per sample."""
     if problem_type == REGRESSION:
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1))
-    if problem_type == MULTI_LABEL:
-        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
-    return F.cross_entropy(logits.float().view(-1, num_labels), labels.view(-1))
+        per_sample = (logits.squeeze(-1).float() - labels.float().view(-1)) ** 2
+    elif problem_type == MULTI_LABEL:
+        per_sample = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none").mean(-1)
+    else:
+        per_sample = F.cross_entropy(logits.float().view(-1, num_labels), labels.view(-1), reduction="none")
+    return per_sample if reduction == "none" else per_sample.mean()
 
 
 def check_labels(labels: torch.Tensor, problem_type: str, num_labels: int) -> None:
@@ -447,6 +478,7 @@ class MultiExitBertForSequenceClassification(MultiExitPreTrainedModel):
         exit_config: ExitConfig | None = None,
         output_all_exits: bool | None = None,
         output_hidden_states: bool | None = None,
+        gradient_equilibrium: bool = False,
         **exit_kwargs,
     ) -> MultiExitSequenceClassifierOutput:
         r"""As [`MultiExitBertModel.forward`], plus `labels` (`(B,)` class ids, `(B, C)` multi-hot, or `(B,)` floats
@@ -463,6 +495,7 @@ class MultiExitBertForSequenceClassification(MultiExitPreTrainedModel):
             exit_config=exit_config,
             output_all_exits=want_all,
             output_hidden_states=output_hidden_states,
+            gradient_equilibrium=gradient_equilibrium,
             **exit_kwargs,
         )
         loss = None
@@ -485,6 +518,7 @@ MultiExitConfig.register_for_auto_class()
 
 __all__ = [
     "EXIT_HEADS",
+    "exit_loss",
     "MultiExitBertForSequenceClassification",
     "MultiExitBertModel",
     "MultiExitModelOutput",

@@ -1,0 +1,70 @@
+"""Training losses of the multi-exit objectives, as small pure functions of logits and labels.
+
+Every function returns one value per sample (shape `(B,)`) so that the trainers can normalise by the number of
+samples in the whole (accumulated, distributed) batch. Notation of `ALGORITHMS.md`: `z_i` logits of exit `i`,
+`p_i^T = softmax(z_i / T)`, `sg` stop-gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+from .models.multiexit_bert.exit_strategies import REGRESSION
+from .models.multiexit_bert.modeling_multiexit_bert import exit_loss
+
+KD_REDUCTIONS = ("batchmean", "released")
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+    """`CE(z, y)` per sample (BCE averaged over labels for multi-label, squared error for regression)."""
+    return exit_loss(logits, labels, problem_type, logits.shape[-1], reduction="none")
+
+
+def weighted_exit_loss(
+    all_logits: Sequence[torch.Tensor], labels: torch.Tensor, problem_type: str, weights: Sequence[float]
+) -> torch.Tensor:
+    """`sum_j w_j CE(z_j, y) / sum_j w_j` (PABEE, Zhou et al. 2020, uses `w_j = j`)."""
+    if len(weights) != len(all_logits):
+        raise ValueError(f"{len(weights)} exit weights for {len(all_logits)} exits; give one weight per exit.")
+    total = float(sum(weights))
+    return sum(w / total * task_loss(z, labels, problem_type) for w, z in zip(weights, all_logits))
+
+
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float,
+    problem_type: str,
+    reduction: str = "batchmean",
+) -> torch.Tensor:
+    """`T^2 KL(sg(p_teacher^T) || p_student^T)` per sample (Hinton et al. 2015), the teacher detached.
+
+    `reduction="released"` divides by the number of classes `C`, as RomeBERT's released code does by applying
+    `nn.KLDivLoss(reduction="mean")` (a mean over batch *and* classes). For regression the soft target is the
+    teacher's value: `(z_student - sg(z_teacher))^2` (temperature does not apply).
+    """
+    if reduction not in KD_REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r} is not one of {list(KD_REDUCTIONS)}.")
+    teacher = teacher.detach().float()
+    student = student.float()
+    if problem_type == REGRESSION:
+        return (student - teacher).squeeze(-1) ** 2
+    log_p_teacher = F.log_softmax(teacher / temperature, dim=-1)
+    log_p_student = F.log_softmax(student / temperature, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1) * temperature**2
+    return kl / student.shape[-1] if reduction == "released" else kl
+
+
+def project_conflicting(g_b: torch.Tensor, g_a: torch.Tensor) -> torch.Tensor:
+    """Gradient projection (RomeBERT's released `--gp`, after PCGrad, Yu et al. 2020): if `<g_B, g_A> < 0`,
+    `g_B <- g_B - (<g_B, g_A> / ||g_A||^2) g_A`, removing the component of `g_B` that opposes `g_A`."""
+    dot = torch.dot(g_b, g_a)
+    if dot >= 0:
+        return g_b
+    return g_b - dot / torch.dot(g_a, g_a).clamp_min(torch.finfo(g_a.dtype).tiny) * g_a
+
+
+__all__ = ["KD_REDUCTIONS", "distillation_loss", "project_conflicting", "task_loss", "weighted_exit_loss"]

@@ -1,0 +1,26 @@
+"""Trainers for multi-exit models, one `<Method>Trainer` + `<Method>Config` per training objective."""
+
+from .base import METHODS, MultiExitTrainer, MultiExitTrainingArguments, get_method, per_exit_metrics, register_method
+from .callbacks import StageCallback
+from .deebert_config import DeeBertConfig
+from .deebert_trainer import DeeBertTrainer
+from .pabee_config import PabeeConfig
+from .pabee_trainer import PabeeTrainer
+from .romebert_config import RomeBertConfig
+from .romebert_trainer import RomeBertTrainer
+
+__all__ = [
+    "METHODS",
+    "DeeBertConfig",
+    "DeeBertTrainer",
+    "MultiExitTrainer",
+    "MultiExitTrainingArguments",
+    "PabeeConfig",
+    "PabeeTrainer",
+    "RomeBertConfig",
+    "RomeBertTrainer",
+    "StageCallback",
+    "get_method",
+    "per_exit_metrics",
+    "register_method",
+]

@@ -1,0 +1,307 @@
+"""Shared base of the multi-exit trainers: objective from all exits, per-exit logging and metrics, stages.
+
+A method subclasses `MultiExitTrainer`, implements `objective` (named per-sample loss terms computed from every
+exit's logits) and registers itself with `register_method`, which is how `hf-multiexit train --method` finds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..metrics import compute_metrics, logits_to_predictions
+from ..models.multiexit_bert import ExitConfig
+from ..models.multiexit_bert.exit_strategies import MULTI_LABEL, REGRESSION, resolve_problem_type
+from .callbacks import StageCallback
+
+METHODS: dict[str, tuple[type[MultiExitTrainingArguments], type[MultiExitTrainer]]] = {}
+
+
+def register_method(name: str, config_class: type[MultiExitTrainingArguments]):
+    """Class decorator registering a trainer and its config under a method name (`--method name`)."""
+
+    def decorator(trainer_class: type[MultiExitTrainer]) -> type[MultiExitTrainer]:
+        if name in METHODS:
+            raise ValueError(f"A training method named {name!r} is already registered.")
+        trainer_class.method = name
+        METHODS[name] = (config_class, trainer_class)
+        return trainer_class
+
+    return decorator
+
+
+def get_method(name: str) -> tuple[type[MultiExitTrainingArguments], type[MultiExitTrainer]]:
+    """`(config class, trainer class)` of a registered method; unknown names raise `ValueError` with the choices."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"Unknown training method {name!r}; valid methods are {sorted(METHODS)}.") from None
+
+
+@dataclass
+class MultiExitTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus what every multi-exit method shares."""
+
+    task: str | None = field(
+        default=None,
+        metadata={"help": "GLUE task name (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) for the eval metrics; "
+                  "None: accuracy for classification, Pearson/Spearman for regression."},
+    )
+    exit_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the intermediate exit heads (None: learning_rate). The shallow exits of a "
+                  "pretrained backbone learn slowly at the backbone's rate; FastBERT trains its students at 10x."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.exit_learning_rate is not None and not self.exit_learning_rate > 0:
+            raise ValueError(f"exit_learning_rate={self.exit_learning_rate} must be a positive number or None.")
+
+
+def per_exit_metrics(task: str | None, problem_type: str, exit_layers: list[int]) -> Callable[[EvalPrediction], dict]:
+    """`compute_metrics` for `Trainer`: predictions are `(N, E, C)` logits of all exits; returns the final exit's
+    metrics under their GLUE names and every exit's as `exit_<layer>_<metric>`."""
+    is_regression = problem_type == REGRESSION
+
+    def metrics_of(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        if problem_type == MULTI_LABEL:
+            return {"accuracy": float(((logits > 0) == (labels > 0.5)).all(-1).mean())}
+        predictions = logits_to_predictions(logits, is_regression)
+        return compute_metrics(task or ("regression" if is_regression else "classification"), predictions, labels)
+
+    def compute(eval_prediction: EvalPrediction) -> dict[str, float]:
+        logits, labels = eval_prediction.predictions, eval_prediction.label_ids
+        results = {}
+        for index, layer in enumerate(exit_layers):
+            for name, value in metrics_of(logits[:, index], labels).items():
+                results[f"exit_{layer}_{name}"] = value
+        results.update(metrics_of(logits[:, -1], labels))
+        return results
+
+    return compute
+
+
+class MultiExitTrainer(Trainer):
+    """`transformers.Trainer` for multi-exit models.
+
+    - The training loss is the method's `objective`: named per-sample terms computed from every exit's logits,
+      summed and normalised by the number of samples in the whole accumulated batch (`num_items_in_batch`), so that
+      `gradient_accumulation_steps=k` with batch `b` matches one batch of `k * b`.
+    - Logs each exit's task loss (`exit_<layer>_loss`) next to the training loss, and evaluates every exit
+      (`eval_exit_<layer>_<metric>`, plus the final exit's `eval_<metric>`).
+    - Multi-stage methods list their `stages`; `train()` runs them all, each with a fresh optimizer and schedule and
+      its checkpoints in `output_dir/stage-<k>`, and resumes a checkpoint in the stage it was taken in.
+    - Saves the model with the method's exit rule (`default_exit_config`) unless the model already has one.
+    """
+
+    method: ClassVar[str] = ""
+    stages: ClassVar[tuple[str, ...]] = ("train",)
+
+    def __init__(self, model=None, args: MultiExitTrainingArguments | None = None, compute_metrics=None, **kwargs):
+        if not isinstance(args, MultiExitTrainingArguments):
+            raise ValueError(
+                f"{type(self).__name__} needs its method's config (a MultiExitTrainingArguments), got {type(args).__name__}."
+            )
+        config = model.config
+        self.problem_type = resolve_problem_type(config)
+        self.exit_layers = list(config.exit_layers)
+        if compute_metrics is None:
+            compute_metrics = per_exit_metrics(args.task, self.problem_type, self.exit_layers)
+        super().__init__(model=model, args=args, compute_metrics=compute_metrics, **kwargs)
+        # Makes Trainer count the samples of each accumulated batch; `compute_loss` normalises by that count.
+        self.model_accepts_loss_kwargs = True
+        self.stage_index = 0
+        self._exit_loss_sum: torch.Tensor | None = None
+        self._exit_loss_steps = 0
+        self._saved_arguments: dict[str, Any] = {}
+        self._saved_requires_grad: dict[str, bool] | None = None
+        if model.exit_config == ExitConfig():
+            model.exit_config = self.default_exit_config()
+
+    # ----------------------------------------------------------------------------------------------- objective
+    @property
+    def stage(self) -> str:
+        return self.stages[self.stage_index]
+
+    def objective(self, outputs, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named per-sample loss terms (each `(B,)`); the training loss is their sum. Implemented by each method."""
+        raise NotImplementedError
+
+    def default_exit_config(self) -> ExitConfig:
+        """The method's exit rule, saved as the model's `exit_config.json` unless the model already has one."""
+        return ExitConfig()
+
+    def forward_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments for the model's all-exits forward pass."""
+        return {}
+
+    def reduce(self, per_sample: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        """Mean over the samples of the whole accumulated (and, on several processes, gathered) batch."""
+        if num_items_in_batch is None:
+            return per_sample.mean()
+        samples = num_items_in_batch / (labels[0].numel() if labels.dim() > 1 else 1)
+        loss = per_sample.sum() / samples
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            # Trainer gathered the count over processes and DDP averages gradients, so undo that average.
+            loss = loss * self.args.world_size
+        return loss
+
+    def model_outputs(self, model, inputs: dict[str, Any]):
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        return model(**model_inputs, output_all_exits=True, **self.forward_kwargs())
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        outputs = self.model_outputs(model, inputs)
+        terms = self.objective(outputs, labels)
+        loss = self.reduce(sum(terms.values()), labels, num_items_in_batch)
+        if model.training:
+            self._record_exit_losses(outputs.all_logits, labels)
+        return (loss, outputs) if return_outputs else loss
+
+    def _record_exit_losses(self, all_logits, labels) -> None:
+        from ..losses import task_loss
+
+        with torch.no_grad():
+            losses = torch.stack([task_loss(z, labels, self.problem_type).mean() for z in all_logits]).cpu()
+        self._exit_loss_sum = losses if self._exit_loss_sum is None else self._exit_loss_sum + losses
+        self._exit_loss_steps += 1
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._exit_loss_steps:
+            mean = self._exit_loss_sum / self._exit_loss_steps
+            logs.update({f"exit_{layer}_loss": round(float(v), 4) for layer, v in zip(self.exit_layers, mean)})
+            self._exit_loss_sum, self._exit_loss_steps = None, 0
+        if len(self.stages) > 1:
+            logs.setdefault("stage", self.stage_index + 1)
+        super().log(logs, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Returns `(loss, (B, E, C) logits of every exit, labels)` so that `compute_metrics` sees all exits."""
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get("labels")
+        with torch.no_grad():
+            outputs = self.model_outputs(model, inputs)
+            loss = None
+            if labels is not None:
+                loss = self.reduce(sum(self.objective(outputs, labels).values()), labels).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, torch.stack(outputs.all_logits, dim=1), labels
+
+    # ----------------------------------------------------------------------------------------------- optimizer
+    def intermediate_exit_parameters(self, model=None) -> list[torch.nn.Parameter]:
+        """Parameters of the exit heads before the last layer (the final exit is the ordinary classifier)."""
+        model = self.accelerator.unwrap_model(model or self.model)
+        final = model.base_model.exits[-1]
+        final_ids = {id(p) for p in final.parameters()}
+        return [p for p in model.base_model.exits.parameters() if id(p) not in final_ids]
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None or self.args.exit_learning_rate is None:
+            return super().create_optimizer(model)
+        optimizer = super().create_optimizer(model)
+        exit_ids = {id(p) for p in self.intermediate_exit_parameters(model)}
+        groups = []
+        for group in optimizer.param_groups:
+            exits = [p for p in group["params"] if id(p) in exit_ids]
+            others = [p for p in group["params"] if id(p) not in exit_ids]
+            groups += [{**group, "params": others}] if others else []
+            groups += [{**group, "params": exits, "lr": self.args.exit_learning_rate}] if exits else []
+        optimizer.param_groups.clear()
+        for group in groups:
+            optimizer.add_param_group(group)
+        return optimizer
+
+    # ----------------------------------------------------------------------------------------------- stages
+    def stage_arguments(self, index: int) -> dict[str, Any]:
+        """`TrainingArguments` values that stage `index` changes (e.g. its own epochs); restored after training."""
+        return {}
+
+    def stage_trainable(self, index: int, model) -> list[torch.nn.Parameter] | None:
+        """The only parameters stage `index` trains (the others are frozen), or None for no freezing."""
+        return None
+
+    def begin_stage(self, index: int) -> None:
+        """Sets up stage `index`: its training arguments and which parameters it trains."""
+        self.stage_index = index
+        for name, value in {**self._saved_arguments, **self.stage_arguments(index)}.items():
+            self._saved_arguments.setdefault(name, getattr(self.args, name))
+            setattr(self.args, name, value)
+        model = self.accelerator.unwrap_model(self.model)
+        if self._saved_requires_grad is None:
+            self._saved_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+        trainable = self.stage_trainable(index, model)
+        keep = None if trainable is None else {id(p) for p in trainable}
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(self._saved_requires_grad[name] and (keep is None or id(parameter) in keep))
+
+    def end_training(self) -> None:
+        """Restores the arguments and `requires_grad` flags that the stages changed."""
+        for name, value in self._saved_arguments.items():
+            setattr(self.args, name, value)
+        self._saved_arguments = {}
+        if self._saved_requires_grad is not None:
+            for name, parameter in self.accelerator.unwrap_model(self.model).named_parameters():
+                parameter.requires_grad_(self._saved_requires_grad[name])
+            self._saved_requires_grad = None
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        if len(self.stages) == 1:
+            self.begin_stage(0)
+            try:
+                return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            finally:
+                self.end_training()
+        root = self.args.output_dir
+        start, checkpoint = self._resume_point(root, resume_from_checkpoint)
+        stage_callback = StageCallback()
+        self.add_callback(stage_callback)
+        result = None
+        try:
+            for index in range(start, len(self.stages)):
+                self.args.output_dir = os.path.join(root, f"stage-{index + 1}")
+                stage_callback.stage_index, stage_callback.stage_name = index, self.stages[index]
+                self.optimizer, self.lr_scheduler = None, None
+                self.begin_stage(index)
+                result = super().train(resume_from_checkpoint=checkpoint if index == start else None, **kwargs)
+        finally:
+            self.args.output_dir = root
+            self.remove_callback(stage_callback)
+            self.end_training()
+        return result
+
+    def _resume_point(self, root: str, resume_from_checkpoint: str | bool | None) -> tuple[int, str | None]:
+        """`(stage index, checkpoint)` to start from: stage 0 from scratch, or the stage a checkpoint belongs to."""
+        if not resume_from_checkpoint:
+            return 0, None
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = None
+            for index in reversed(range(len(self.stages))):
+                stage_dir = os.path.join(root, f"stage-{index + 1}")
+                if os.path.isdir(stage_dir) and (checkpoint := get_last_checkpoint(stage_dir)):
+                    break
+            if checkpoint is None:
+                raise ValueError(f"resume_from_checkpoint=True but no checkpoint was found under {root}/stage-*/.")
+        index = StageCallback.stage_of_checkpoint(checkpoint)
+        if index is None or not 0 <= index < len(self.stages):
+            raise ValueError(
+                f"{checkpoint} does not record a stage of {type(self).__name__} (stages {list(self.stages)}); pass a "
+                "checkpoint written by this trainer."
+            )
+        return index, checkpoint
+
+    def config_summary(self) -> dict[str, Any]:
+        """The method's own hyper-parameters (fields not in `TrainingArguments`), for reports and model cards."""
+        base = {f.name for f in dataclasses.fields(TrainingArguments)}
+        return {f.name: getattr(self.args, f.name) for f in dataclasses.fields(self.args) if f.name not in base}

@@ -1,0 +1,36 @@
+"""Configuration of DeeBERT training (Xin et al., "DeeBERT: Dynamic Early Exiting for Accelerating BERT
+Inference", ACL 2020)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .base import MultiExitTrainingArguments
+
+
+@dataclass
+class DeeBertConfig(MultiExitTrainingArguments):
+    """DeeBERT: stage 1 fine-tunes backbone and final classifier; stage 2 freezes them and trains the intermediate
+    exits. Defaults are the paper's (lr 2e-5, batch 8, 3 epochs per stage)."""
+
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of stage 1 (paper: 2e-5)."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Batch size per device (paper: 8)."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs of stage 1 (paper: 3)."})
+    stage2_num_train_epochs: float | None = field(
+        default=None, metadata={"help": "Epochs of stage 2 (None: the same as stage 1, as in the paper)."}
+    )
+    stage2_learning_rate: float | None = field(
+        default=None, metadata={"help": "Peak learning rate of stage 2 (None: the same as stage 1, as in the paper)."}
+    )
+    entropy_threshold: float = field(
+        default=0.3, metadata={"help": "Entropy threshold S saved as the model's default exit rule (exit_config.json)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("stage2_num_train_epochs", "stage2_learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}={value} must be a positive number or None.")
+        if not self.entropy_threshold >= 0:
+            raise ValueError(f"entropy_threshold={self.entropy_threshold} must be >= 0.")
