@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-GLUE_DIR ?= $(if $(wildcard ../shared/data/glue),../shared/data/glue,)
+GLUE_DIR ?= $(if $(wildcard ../shared/data/glue),$(abspath ../shared/data/glue),)
 
 .PHONY: install test demo bench clean
 
@@ -18,8 +18,12 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+demo: $(VENV)/.installed
+	GLUE_DIR=$(GLUE_DIR) $(PY) examples/demo.py
+
 bench: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/inference_speed.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/train_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

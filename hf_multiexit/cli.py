@@ -1,0 +1,60 @@
+"""The `hf-multiexit` command line.
+
+    hf-multiexit train --method {deebert,pabee,romebert,...} --model_name_or_path P --task T [--data_dir D]
+        --output_dir O [--max_train_samples N] [any TrainingArguments / method option]
+
+Arguments are parsed with `HfArgumentParser` from `ModelArguments`, `DataArguments` and the method's config
+dataclass, so every `TrainingArguments` field and method option is a flag (`hf-multiexit train --method romebert
+--help` lists them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from transformers import HfArgumentParser
+
+from .trainers import METHODS, get_method
+
+
+def _train(argv: list[str]) -> int:
+    from .train import DataArguments, ModelArguments, run_training
+
+    pre = argparse.ArgumentParser(prog="hf-multiexit train", add_help=False)
+    pre.add_argument("--method", required="-h" not in argv and "--help" not in argv, help=f"One of {sorted(METHODS)}.")
+    known, rest = pre.parse_known_args(argv)
+    if known.method is None:
+        print(f"usage: hf-multiexit train --method {{{','.join(sorted(METHODS))}}} [options]; add --method M --help "
+              "for the options of method M.")
+        return 0
+    config_class, _ = get_method(known.method)
+    parser = HfArgumentParser((ModelArguments, DataArguments, config_class), prog=f"hf-multiexit train --method {known.method}")
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=rest)
+    report = run_training(model_args, data_args, training_args, known.method)
+    print(json.dumps({"final": report["final"], "per_exit": report["per_exit"]}, indent=2))
+    return 0
+
+
+COMMANDS = {"train": _train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        message = f"usage: hf-multiexit {{{','.join(COMMANDS)}}} [options]"
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"hf-multiexit: unknown command {argv[0]!r}; valid commands are {list(COMMANDS)}.\n{message}", file=sys.stderr)
+            return 2
+        print(message)
+        return 0
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except (ValueError, FileNotFoundError) as err:
+        print(f"hf-multiexit {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""End-to-end training of a multi-exit model: arguments, data, model, `<Method>Trainer`, saved results.
+
+Used by `hf-multiexit train` and `examples/run_glue_multiexit.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from .data import get_glue_task, load_glue, load_text_files, make_collator
+from .io import atomic_save_pretrained, atomic_write_json
+from .metrics import primary_metric
+from .models.multiexit_bert import EXIT_HEAD_STYLES, MultiExitBertForSequenceClassification
+from .trainers import MultiExitTrainingArguments, get_method
+
+DEFAULT_EXIT_HEADS = {"pabee": "linear", "leebert": "linear", "smartbert": "attention"}
+"""Each paper's head style; methods not listed use `"pooler"` (DeeBERT, RomeBERT)."""
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "A plain BERT or multi-exit checkpoint (folder or Hub id)."})
+    exit_head: str | None = field(
+        default=None,
+        metadata={"help": f"Exit head style, one of {list(EXIT_HEAD_STYLES)} (default: the method's paper's)."},
+    )
+    exit_layers: list[int] | None = field(
+        default=None, metadata={"help": "1-based layers with an exit (default: every layer)."}
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: model_name_or_path)."})
+
+    def __post_init__(self):
+        if self.exit_head is not None and self.exit_head not in EXIT_HEAD_STYLES:
+            raise ValueError(f"exit_head={self.exit_head!r} is not one of {list(EXIT_HEAD_STYLES)}.")
+
+
+@dataclass
+class DataArguments:
+    data_dir: str | None = field(
+        default_factory=lambda: os.environ.get("GLUE_DIR"),
+        metadata={"help": "GLUE folder with the official TSV files (default: $GLUE_DIR, else datasets' glue)."},
+    )
+    train_file: str | None = field(default=None, metadata={"help": "CSV/TSV/JSON(L) training file (non-GLUE tasks)."})
+    validation_file: str | None = field(default=None, metadata={"help": "CSV/TSV/JSON(L) validation file."})
+    text_columns: list[str] = field(default_factory=lambda: ["sentence"], metadata={"help": "Text column(s) of the files."})
+    label_column: str = field(default="label", metadata={"help": "Label column of the files."})
+    max_length: int = field(default=128, metadata={"help": "Maximum tokens per example (longer ones are truncated)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation examples."})
+
+    def __post_init__(self):
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value} must be a positive number of examples.")
+        if (self.train_file is None) != (self.validation_file is None):
+            raise ValueError("Give both --train_file and --validation_file, or neither (then --task selects GLUE data).")
+
+
+def load_datasets(data_args: DataArguments, task: str | None, tokenizer):
+    """`(train, validation, label_names)`: GLUE by task, or the given files; truncated to the max sample counts."""
+    if data_args.train_file is not None:
+        data = load_text_files(
+            data_args.train_file,
+            data_args.validation_file,
+            text_columns=tuple(data_args.text_columns),
+            label_column=data_args.label_column,
+            tokenizer=tokenizer,
+            max_length=data_args.max_length,
+        )
+        validation_split = "validation"
+        label_names = data["train"].features["label"].names if hasattr(data["train"].features["label"], "names") else None
+    else:
+        if task is None:
+            raise ValueError("Give --task (a GLUE task) or --train_file/--validation_file.")
+        spec = get_glue_task(task)
+        data = load_glue(task, data_dir=data_args.data_dir, tokenizer=tokenizer, max_length=data_args.max_length)
+        validation_split = spec.validation_splits[0]
+        label_names = None if spec.is_regression else list(spec.label_names)
+    train, validation = data["train"], data[validation_split]
+    if len(train) == 0 or len(validation) == 0:
+        raise ValueError(f"Empty split: {len(train)} training and {len(validation)} validation examples.")
+    if data_args.max_train_samples is not None:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    if data_args.max_eval_samples is not None:
+        validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
+    return train, validation, label_names
+
+
+def build_model(model_args: ModelArguments, method: str, label_names: list[str] | None):
+    options: dict[str, Any] = {"num_labels": len(label_names) if label_names else 1}
+    if label_names:
+        options["id2label"] = dict(enumerate(label_names))
+        options["label2id"] = {name: i for i, name in enumerate(label_names)}
+    options["exit_head"] = model_args.exit_head or DEFAULT_EXIT_HEADS.get(method, "pooler")
+    if model_args.exit_layers is not None:
+        options["exit_layers"] = model_args.exit_layers
+    return MultiExitBertForSequenceClassification.from_pretrained(model_args.model_name_or_path, **options)
+
+
+def eval_report(metrics: dict[str, float], exit_layers: list[int], task: str | None, is_regression: bool) -> dict[str, Any]:
+    """`eval_results.json`: the final exit's metrics, one entry per exit, and Trainer's raw `eval_*` numbers."""
+    per_exit = []
+    for layer in exit_layers:
+        prefix = f"eval_exit_{layer}_"
+        per_exit.append({"layer": layer, "metrics": {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}})
+    final = per_exit[-1]["metrics"]
+    return {
+        "primary_metric": primary_metric(task or ("regression" if is_regression else "classification"), is_regression),
+        "final": final,
+        "per_exit": per_exit,
+        "raw": metrics,
+    }
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: MultiExitTrainingArguments, method: str) -> dict[str, Any]:
+    """Trains with `method`, evaluates every exit, saves the model (with its exit rule) and `eval_results.json`
+    in `training_args.output_dir`, and returns the report."""
+    _, trainer_class = get_method(method)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    train, validation, label_names = load_datasets(data_args, training_args.task, tokenizer)
+    model = build_model(model_args, method, label_names)
+    trainer = trainer_class(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=validation,
+        data_collator=make_collator(tokenizer),
+        processing_class=tokenizer,
+    )
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics = trainer.evaluate()
+    report = eval_report(metrics, list(model.config.exit_layers), training_args.task, label_names is None)
+    report.update(method=method, train_runtime=train_result.metrics.get("train_runtime"), config=trainer.config_summary())
+    if trainer.is_world_process_zero():
+        atomic_save_pretrained(training_args.output_dir, trainer.accelerator.unwrap_model(trainer.model), tokenizer)
+        atomic_write_json(os.path.join(training_args.output_dir, "eval_results.json"), report)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    return report
