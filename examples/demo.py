@@ -32,6 +32,7 @@ def main():
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--exit_learning_rate", type=float, default=1e-3)
+    parser.add_argument("--exit_pooling", default="mean", choices=["cls", "mean"])
     parser.add_argument("--thresholds", default="0.05,0.1,0.2,0.3,0.4,0.5,0.6")
     parser.add_argument("--output_dir", default="runs/demo-romebert-sst2")
     args = parser.parse_args()
@@ -44,7 +45,11 @@ def main():
     train, dev = data["train"].select(range(args.train_samples)), data["validation"]
     collator = make_collator(tokenizer)
 
-    model = MultiExitBertForSequenceClassification.from_pretrained(backbone, num_labels=2, exit_head="pooler")
+    # MiniLM-L6 was trained with mean pooling: its [CLS] state in the lower layers barely depends on the input,
+    # so the exits read the token mean; and the exits train at 10x the backbone's rate (as FastBERT's students).
+    model = MultiExitBertForSequenceClassification.from_pretrained(
+        backbone, num_labels=2, exit_head="pooler", exit_pooling=args.exit_pooling
+    )
     config = RomeBertConfig(
         output_dir=args.output_dir, num_train_epochs=args.epochs, learning_rate=args.learning_rate,
         exit_learning_rate=args.exit_learning_rate, per_device_train_batch_size=32, per_device_eval_batch_size=64,

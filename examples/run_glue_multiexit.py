@@ -14,15 +14,12 @@ Arguments: `ModelArguments` and `DataArguments` from `hf_multiexit.train` and th
 
 import json
 import logging
-import os
 import sys
 
-from transformers import AutoTokenizer, HfArgumentParser
+from transformers import HfArgumentParser
 
-from hf_multiexit.data import make_collator
-from hf_multiexit.io import atomic_save_pretrained, atomic_write_json
 from hf_multiexit.trainers import get_method
-from hf_multiexit.train import DataArguments, ModelArguments, build_model, eval_report, load_datasets
+from hf_multiexit.train import DataArguments, ModelArguments, build_trainer, eval_report, save_results
 
 logger = logging.getLogger(__name__)
 
@@ -33,34 +30,23 @@ def main():
     position = sys.argv.index("--method")
     method = sys.argv[position + 1]
     argv = sys.argv[1:position] + sys.argv[position + 2 :]
-    config_class, trainer_class = get_method(method)
+    config_class, _ = get_method(method)
     parser = HfArgumentParser((ModelArguments, DataArguments, config_class))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
-    train, validation, label_names = load_datasets(data_args, training_args.task, tokenizer)
-    model = build_model(model_args, method, label_names)
-    trainer = trainer_class(
-        model=model,
-        args=training_args,
-        train_dataset=train if training_args.do_train else None,
-        eval_dataset=validation,
-        data_collator=make_collator(tokenizer),
-        processing_class=tokenizer,
-    )
+    trainer, tokenizer, label_names = build_trainer(model_args, data_args, training_args, method)
+    report = {"method": method}
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.log_metrics("train", result.metrics)
-        if trainer.is_world_process_zero():
-            atomic_save_pretrained(training_args.output_dir, trainer.accelerator.unwrap_model(trainer.model), tokenizer)
+        report["train_runtime"] = result.metrics.get("train_runtime")
     if training_args.do_eval:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
-        report = eval_report(metrics, list(model.config.exit_layers), training_args.task, label_names is None)
-        if trainer.is_world_process_zero():
-            atomic_write_json(os.path.join(training_args.output_dir, "eval_results.json"), report)
-            logger.info("per-exit metrics: %s", json.dumps(report["per_exit"]))
+        report.update(eval_report(metrics, list(trainer.model.config.exit_layers), training_args.task, label_names is None))
+        logger.info("per-exit metrics: %s", json.dumps(report["per_exit"]))
+    save_results(trainer, tokenizer, report)
     if training_args.push_to_hub:
         trainer.push_to_hub()
 

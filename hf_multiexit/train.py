@@ -31,6 +31,11 @@ class ModelArguments:
     exit_layers: list[int] | None = field(
         default=None, metadata={"help": "1-based layers with an exit (default: every layer)."}
     )
+    exit_pooling: str = field(
+        default="cls",
+        metadata={"help": "What pooler/linear exit heads read: 'cls' (BERT) or 'mean' (mean-pooling backbones such as "
+                  "sentence-transformers models)."},
+    )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: model_name_or_path)."})
 
     def __post_init__(self):
@@ -99,6 +104,7 @@ def build_model(model_args: ModelArguments, method: str, label_names: list[str] 
     options["exit_head"] = model_args.exit_head or DEFAULT_EXIT_HEADS.get(method, "pooler")
     if model_args.exit_layers is not None:
         options["exit_layers"] = model_args.exit_layers
+    options["exit_pooling"] = model_args.exit_pooling
     return MultiExitBertForSequenceClassification.from_pretrained(model_args.model_name_or_path, **options)
 
 
@@ -117,28 +123,39 @@ def eval_report(metrics: dict[str, float], exit_layers: list[int], task: str | N
     }
 
 
-def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: MultiExitTrainingArguments, method: str) -> dict[str, Any]:
-    """Trains with `method`, evaluates every exit, saves the model (with its exit rule) and `eval_results.json`
-    in `training_args.output_dir`, and returns the report."""
+def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: MultiExitTrainingArguments, method: str):
+    """`(trainer, tokenizer, label_names)`: the method's trainer over the loaded data and a fresh multi-exit model."""
     _, trainer_class = get_method(method)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     train, validation, label_names = load_datasets(data_args, training_args.task, tokenizer)
-    model = build_model(model_args, method, label_names)
     trainer = trainer_class(
-        model=model,
+        model=build_model(model_args, method, label_names),
         args=training_args,
         train_dataset=train,
         eval_dataset=validation,
         data_collator=make_collator(tokenizer),
         processing_class=tokenizer,
     )
+    return trainer, tokenizer, label_names
+
+
+def save_results(trainer, tokenizer, report: dict[str, Any]) -> None:
+    """The trained model (with its exit rule), the tokenizer and `eval_results.json`, written atomically."""
+    if trainer.is_world_process_zero():
+        output_dir = trainer.args.output_dir
+        atomic_save_pretrained(output_dir, trainer.accelerator.unwrap_model(trainer.model), tokenizer)
+        atomic_write_json(os.path.join(output_dir, "eval_results.json"), report)
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: MultiExitTrainingArguments, method: str) -> dict[str, Any]:
+    """Trains with `method`, evaluates every exit, saves the model (with its exit rule) and `eval_results.json`
+    in `training_args.output_dir`, and returns the report."""
+    trainer, tokenizer, label_names = build_trainer(model_args, data_args, training_args, method)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = trainer.evaluate()
-    report = eval_report(metrics, list(model.config.exit_layers), training_args.task, label_names is None)
+    report = eval_report(metrics, list(trainer.model.config.exit_layers), training_args.task, label_names is None)
     report.update(method=method, train_runtime=train_result.metrics.get("train_runtime"), config=trainer.config_summary())
-    if trainer.is_world_process_zero():
-        atomic_save_pretrained(training_args.output_dir, trainer.accelerator.unwrap_model(trainer.model), tokenizer)
-        atomic_write_json(os.path.join(training_args.output_dir, "eval_results.json"), report)
+    save_results(trainer, tokenizer, report)
     if training_args.push_to_hub:
         trainer.push_to_hub()
     return report

@@ -20,6 +20,9 @@ def tiny_config(**overrides) -> MultiExitConfig:
         num_labels=3,
         exit_head_hidden_size=16,
         gate_hidden_size=16,
+        # Larger initial weights than BERT's 0.02 so that random exits disagree clearly: thresholds placed between
+        # their values then sit far from float rounding noise.
+        initializer_range=0.2,
     )
     values.update(overrides)
     return MultiExitConfig(**values)
@@ -49,9 +52,13 @@ def one_by_one(model, ids, lengths, **kw):
 def between_values(values: torch.Tensor) -> float:
     """A threshold in the middle of the values, halfway between two of them, so that float rounding differences
     between batch sizes cannot move any value across it."""
-    ordered = values.flatten().unique().sort().values
-    middle = len(ordered) // 2
-    return float((ordered[middle - 1] + ordered[middle]) / 2)
+    ordered = values.flatten().double().unique().sort().values
+    quarter = len(ordered) // 4
+    middle = ordered[quarter : len(ordered) - quarter]
+    gaps = middle[1:] - middle[:-1]
+    widest = int(gaps.argmax())
+    assert gaps[widest] > 1e-5 * max(1.0, float(middle.abs().max())), "values too close to split robustly"
+    return float((middle[widest] + middle[widest + 1]) / 2)
 
 
 def spread_threshold(model, ids, mask):
@@ -74,10 +81,12 @@ def strategy_cases(model, ids, mask):
     ]
 
 
-@pytest.mark.parametrize("exit_head", ["pooler", "linear", "attention"])
+@pytest.mark.parametrize(
+    "head", [dict(exit_head="pooler"), dict(exit_head="linear"), dict(exit_head="attention"), dict(exit_pooling="mean")]
+)
 @pytest.mark.parametrize("batch_size", [1, 7, 32])
-def test_batched_early_exit_equals_one_by_one(exit_head, batch_size):
-    model = tiny_model(exit_head=exit_head)
+def test_batched_early_exit_equals_one_by_one(head, batch_size):
+    model = tiny_model(**head)
     ids, mask, lengths = padded_batch(batch_size)
     with torch.no_grad():
         for kw in strategy_cases(model, ids, mask):
@@ -319,6 +328,8 @@ def test_bad_model_config():
         tiny_config(exit_layers=[1, 3])
     with pytest.raises(ValueError, match=r"exit_head='mlp' is not one of \['pooler', 'linear', 'attention'\]"):
         tiny_config(exit_head="mlp")
+    with pytest.raises(ValueError, match=r"exit_pooling='max' is not one of \['cls', 'mean'\]"):
+        tiny_config(exit_pooling="max")
 
 
 def test_exit_config_defaults_overrides_and_roundtrip(tmp_path):

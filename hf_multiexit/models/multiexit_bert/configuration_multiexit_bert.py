@@ -29,6 +29,10 @@ class MultiExitConfig(BertConfig):
             whose exit is the model's final classifier.
         exit_head (`str`, *optional*, defaults to `"pooler"`):
             One of `EXIT_HEAD_STYLES`.
+        exit_pooling (`str`, *optional*, defaults to `"cls"`):
+            What the `"pooler"`/`"linear"` heads read: `"cls"` is the [CLS] state, as in BERT; `"mean"` is the mean
+            over non-padding tokens, for backbones trained with mean pooling (sentence-transformers models such as
+            all-MiniLM-L6-v2, whose [CLS] state in the lower layers barely depends on the input).
         exit_head_hidden_size (`int`, *optional*, defaults to 128):
             Width `d` of the attention exit heads.
         exit_head_num_heads (`int`, *optional*, defaults to 2):
@@ -52,6 +56,7 @@ class MultiExitConfig(BertConfig):
 
     exit_layers: list[int] | None = None
     exit_head: str = "pooler"
+    exit_pooling: str = "cls"
     exit_head_hidden_size: int = 128
     exit_head_num_heads: int = 2
     exit_loss_weights: list[float] | None = None
@@ -78,6 +83,8 @@ class MultiExitConfig(BertConfig):
             )
         if self.exit_head not in EXIT_HEAD_STYLES:
             raise ValueError(f"exit_head={self.exit_head!r} is not one of {list(EXIT_HEAD_STYLES)}.")
+        if self.exit_pooling not in ("cls", "mean"):
+            raise ValueError(f"exit_pooling={self.exit_pooling!r} is not one of ['cls', 'mean'].")
         if self.exit_loss_weights is not None and len(self.exit_loss_weights) != len(layers):
             raise ValueError(
                 f"exit_loss_weights has {len(self.exit_loss_weights)} values but there are {len(layers)} exits "

@@ -119,6 +119,7 @@ class ExitConfig:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(self.to_json_string() + "\n")
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; the file travels with the model
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

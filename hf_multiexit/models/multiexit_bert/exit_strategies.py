@@ -13,6 +13,8 @@ This file travels to the Hub with saved checkpoints: it may import only torch, t
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -42,9 +44,24 @@ def resolve_problem_type(config) -> str:
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """`H(softmax(z)) = -sum_c p_c ln p_c` per row, in float32 so thresholds do not depend on the model dtype."""
-    log_p = torch.log_softmax(logits.float(), dim=-1)
-    return -(log_p.exp() * log_p).sum(dim=-1)
+    """`H(softmax(z)) = -sum_c p_c ln p_c` per row, in float32 so thresholds do not depend on the model dtype.
+    (`entr` computes `-p ln p` in one kernel: this runs after every layer, where a few small ops cost real time
+    at batch size 1.)"""
+    return torch.special.entr(torch.softmax(logits.float(), dim=-1)).sum(dim=-1)
+
+
+def _as_float32(value: float) -> float:
+    """`value` rounded to float32: the tensor path compares float32 tensors with the threshold in float32, so the
+    one-sample Python path must use the same rounded threshold (and round its own result) to decide alike."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def _float32_entropy(logits: list[float]) -> float:
+    """`entropy` of one sample in Python, rounded to float32 like the tensor path."""
+    top = max(logits)
+    weights = [math.exp(z - top) for z in logits]
+    total = sum(weights)
+    return _as_float32(-sum(w / total * math.log(w / total) for w in weights if w > 0))
 
 
 class ExitStrategy:
@@ -73,6 +90,10 @@ class ExitStrategy:
                 f"exit_strategy={self.name!r} needs a model with skip gates (use_skip_gates=True); this model has none. "
                 f"Valid strategies here: {[n for n, s in EXIT_STRATEGIES.items() if not s.uses_skip_gates]}."
             )
+
+    decide_one: Callable[[list[float]], bool] | None = None
+    """Optional: the same decision for a batch of one sample, on its logits as Python floats. At batch size 1 the
+    per-layer check is dominated by per-op overhead, and this replaces several tensor ops by a little Python."""
 
     def needs_logits(self, layer: int) -> bool:
         """Whether the exit head at this 1-based exit layer must run (the last exit always runs)."""
@@ -134,15 +155,19 @@ class EntropyExit(ExitStrategy):
 
     def __init__(self, exit_config, model_config):
         super().__init__(exit_config, model_config)
-        self.threshold = exit_config.entropy_threshold
-        self.scale = 1.0 / math.log(model_config.num_labels) if exit_config.normalize_entropy else 1.0
-        if exit_config.normalize_entropy and self.threshold > 1.0:
+        threshold = exit_config.entropy_threshold
+        if exit_config.normalize_entropy and threshold > 1.0:
             raise ValueError(
-                f"entropy_threshold={self.threshold} is out of range for normalize_entropy=True: it must lie in [0, 1]."
+                f"entropy_threshold={threshold} is out of range for normalize_entropy=True: it must lie in [0, 1]."
             )
+        # `H / ln C < S` as `H < S ln C`: one op less in the check that runs after every layer.
+        self.threshold = _as_float32(threshold * math.log(model_config.num_labels) if exit_config.normalize_entropy else threshold)
 
     def should_exit(self, logits, layer, state):
-        return entropy(logits) * self.scale < self.threshold
+        return entropy(logits) < self.threshold
+
+    def decide_one(self, logits: list[float]) -> bool:
+        return _float32_entropy(logits) < self.threshold
 
 
 @register_exit_strategy
@@ -155,10 +180,14 @@ class ConfidenceExit(ExitStrategy):
 
     def __init__(self, exit_config, model_config):
         super().__init__(exit_config, model_config)
-        self.threshold = exit_config.confidence_threshold
+        self.threshold = _as_float32(exit_config.confidence_threshold)
 
     def should_exit(self, logits, layer, state):
         return torch.softmax(logits.float(), dim=-1).amax(dim=-1) > self.threshold
+
+    def decide_one(self, logits: list[float]) -> bool:
+        top = max(logits)
+        return _as_float32(1.0 / sum(math.exp(z - top) for z in logits)) > self.threshold
 
 
 @register_exit_strategy

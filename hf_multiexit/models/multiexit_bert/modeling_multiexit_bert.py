@@ -70,19 +70,31 @@ def _head_dropout(config: MultiExitConfig) -> float:
 
 
 class PooledExitHead(nn.Module):
-    """`z = W dropout(tanh(P h_[CLS]) ) + b` with the exit's own pooler `P` ("pooler" style, DeeBERT/RomeBERT)
+    """`z = W dropout(tanh(P h_[CLS])) + b` (or the masked token mean instead of `h_[CLS]` with
+    `exit_pooling="mean"`) with the exit's own pooler `P` ("pooler" style, DeeBERT/RomeBERT)
     or, when `own_pooler=False`, the backbone's shared pretrained pooler ("linear" style, PABEE; and the final
     exit of the "pooler" style, which is exactly `BertForSequenceClassification`'s head)."""
 
     def __init__(self, config: MultiExitConfig, own_pooler: bool):
         super().__init__()
+        self.mean_pooling = config.exit_pooling == "mean"
         self.pooler = BertPooler(config) if own_pooler else None
         self.dropout = nn.Dropout(_head_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, shared_pooler: nn.Module | None):
-        pooler = self.pooler if self.pooler is not None else shared_pooler
-        return self.classifier(self.dropout(pooler(hidden_states)))
+        pooler = (self.pooler if self.pooler is not None else shared_pooler).dense
+        # BertPooler's tanh(W h_[CLS] + b), and dropout only in training: this head runs after every layer, where
+        # module calls cost as much as the arithmetic at batch size 1.
+        if not self.mean_pooling:
+            features = hidden_states[:, 0]
+        elif bool(attention_mask.all()):
+            features = hidden_states.mean(dim=1)
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
+            features = (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        pooled = torch.tanh(F.linear(features, pooler.weight, pooler.bias))
+        return self.classifier(self.dropout(pooled) if self.training else pooled)
 
 
 class ClsAttention(nn.Module):
@@ -357,62 +369,74 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         gate_threshold = strategy.gate_threshold if strategy.uses_skip_gates else None
         logits_out = hidden_states.new_zeros(batch_size, self.config.num_labels)
         exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
-        layers_run = torch.zeros(batch_size, dtype=torch.long, device=device)
+        # Without gates every sample runs every layer up to its exit, so only gated runs count layers.
+        layers_run = torch.zeros(batch_size, dtype=torch.long, device=device) if gate_threshold is not None else None
         active = torch.arange(batch_size, device=device)  # original index of each sample still in the batch
         state = strategy.init_state(batch_size, device)
         hidden_states, attention_mask = self._trim_padding(hidden_states, attention_mask)
         extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
         for index, layer_module in enumerate(self.encoder.layer):
             layer = index + 1
-            ran = None  # None: every active sample runs this layer; else a boolean mask of those that do
-            if gate_threshold is not None:
-                ran = self.skip_gates[index](hidden_states, attention_mask) < gate_threshold
-                if bool(ran.all()):
-                    ran = None
-            if ran is None:
+            rows = None  # None: every active sample runs this layer; else the indices of those that do
+            if gate_threshold is None:
                 hidden_states = layer_module(hidden_states, extended_mask)
-                layers_run[active] += 1
-            elif bool(ran.any()):
+            else:
+                ran = self.skip_gates[index](hidden_states, attention_mask) < gate_threshold
                 rows = ran.nonzero().squeeze(1)
-                sub_mask = None if extended_mask is None else extended_mask[rows]
-                hidden_states = hidden_states.index_copy(0, rows, layer_module(hidden_states[rows], sub_mask))
-                layers_run[active[rows]] += 1
+                if rows.numel() == ran.numel():
+                    rows = None
+                    hidden_states = layer_module(hidden_states, extended_mask)
+                elif rows.numel():
+                    sub_mask = None if extended_mask is None else extended_mask[rows]
+                    hidden_states = hidden_states.index_copy(0, rows, layer_module(hidden_states[rows], sub_mask))
+                layers_run[active if rows is None else active[rows]] += 1
             if layer not in self._exit_index:
                 continue
             if layer == num_layers:
                 # The final classifier answers for every sample still running, including ones that skipped it.
                 logits_out[active] = self.exit_logits(layer, hidden_states, attention_mask).to(logits_out.dtype)
                 break
-            if not strategy.needs_logits(layer) or (ran is not None and not bool(ran.any())):
+            if not strategy.needs_logits(layer) or (rows is not None and rows.numel() == 0):
                 continue
-            leaving = self._exit_decision(strategy, layer, hidden_states, attention_mask, state, ran, logits_out, active)
-            if not bool(leaving.any()):
+            if rows is None and active.numel() == 1 and strategy.decide_one is not None:
+                logits = self.exit_logits(layer, hidden_states, attention_mask)
+                if strategy.decide_one(logits[0].tolist()):
+                    logits_out[active] = logits.to(logits_out.dtype)
+                    exit_layers[active] = layer
+                    break
                 continue
+            logits, leaving = self._exit_decision(strategy, layer, hidden_states, attention_mask, state, rows)
+            leavers = int(leaving.sum())
+            if leavers == 0:
+                continue
+            if leavers == leaving.numel():
+                logits_out[active] = logits.to(logits_out.dtype)
+                exit_layers[active] = layer
+                break
+            logits_out[active[leaving]] = logits[leaving].to(logits_out.dtype)
             exit_layers[active[leaving]] = layer
             staying = ~leaving
-            if not bool(staying.any()):
-                break
             active, hidden_states, attention_mask = active[staying], hidden_states[staying], attention_mask[staying]
             state = {key: value[staying] for key, value in state.items()}
             hidden_states, attention_mask = self._trim_padding(hidden_states, attention_mask)
             extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
-        return MultiExitModelOutput(logits=logits_out, exit_layers=exit_layers, layers_run=layers_run)
+        return MultiExitModelOutput(
+            logits=logits_out, exit_layers=exit_layers, layers_run=exit_layers.clone() if layers_run is None else layers_run
+        )
 
-    def _exit_decision(self, strategy, layer, hidden_states, attention_mask, state, ran, logits_out, active):
-        """Runs the exit head for the samples that ran `layer`, asks the strategy, writes the leavers' logits into
-        `logits_out` and returns the boolean mask of leavers among the active samples."""
-        if ran is None:
+    def _exit_decision(self, strategy, layer, hidden_states, attention_mask, state, rows):
+        """`(logits, leaving)` for the active samples: the exit head's logits (zeros where not computed) and the
+        boolean mask of samples that leave. `rows` (indices of the samples that ran this layer, or None for all)
+        limits the head and the check to them: skipped layers cost no exit check (SmartBERT)."""
+        if rows is None:
             logits = self.exit_logits(layer, hidden_states, attention_mask)
-            leaving = strategy.should_exit(logits, layer, state)
-        else:
-            # Skipped layers cost no exit check (SmartBERT); only the skip strategy, which is stateless, gets here.
-            rows = ran.nonzero().squeeze(1)
-            logits = hidden_states.new_zeros(hidden_states.shape[0], self.config.num_labels)
-            logits[rows] = self.exit_logits(layer, hidden_states[rows], attention_mask[rows])
-            leaving = torch.zeros_like(ran)
-            leaving[rows] = strategy.should_exit(logits[rows], layer, {})
-        logits_out[active[leaving]] = logits[leaving].to(logits_out.dtype)
-        return leaving
+            return logits, strategy.should_exit(logits, layer, state)
+        # Only the skip strategy, which is stateless, gets here.
+        logits = hidden_states.new_zeros(hidden_states.shape[0], self.config.num_labels)
+        logits[rows] = self.exit_logits(layer, hidden_states[rows], attention_mask[rows])
+        leaving = torch.zeros(hidden_states.shape[0], dtype=torch.bool, device=hidden_states.device)
+        leaving[rows] = strategy.should_exit(logits[rows], layer, {})
+        return logits, leaving
 
     @staticmethod
     def _trim_padding(hidden_states: torch.Tensor, attention_mask: torch.Tensor):
