@@ -128,7 +128,8 @@ def test_deebert_stage_two_trains_only_the_intermediate_exits(tmp_path):
         original_begin(index)
 
     trainer.begin_stage = begin_stage
-    trainer.train()
+    result = trainer.train()
+    assert result.metrics["train_runtime"] == result.metrics["stage_1_train_runtime"] + result.metrics["stage_2_train_runtime"]
     after = weights(model)
     before_stage2 = snapshots[1]
     intermediate = {n for n, _ in model.named_parameters() if n.startswith("bert.exits.") and not n.startswith("bert.exits.3.")}

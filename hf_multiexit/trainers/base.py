@@ -266,19 +266,24 @@ class MultiExitTrainer(Trainer):
         start, checkpoint = self._resume_point(root, resume_from_checkpoint)
         stage_callback = StageCallback()
         self.add_callback(stage_callback)
-        result = None
+        results = {}
         try:
             for index in range(start, len(self.stages)):
                 self.args.output_dir = os.path.join(root, f"stage-{index + 1}")
                 stage_callback.stage_index, stage_callback.stage_name = index, self.stages[index]
                 self.optimizer, self.lr_scheduler = None, None
                 self.begin_stage(index)
-                result = super().train(resume_from_checkpoint=checkpoint if index == start else None, **kwargs)
+                results[index] = super().train(resume_from_checkpoint=checkpoint if index == start else None, **kwargs)
         finally:
             self.args.output_dir = root
             self.remove_callback(stage_callback)
             self.end_training()
-        return result
+        # The last stage's TrainOutput, with the run time of every stage run here and their total.
+        last = results[max(results)]
+        for index, result in results.items():
+            last.metrics[f"stage_{index + 1}_train_runtime"] = result.metrics["train_runtime"]
+        last.metrics["train_runtime"] = sum(result.metrics["train_runtime"] for result in results.values())
+        return last
 
     def _resume_point(self, root: str, resume_from_checkpoint: str | bool | None) -> tuple[int, str | None]:
         """`(stage index, checkpoint)` to start from: stage 0 from scratch, or the stage a checkpoint belongs to."""
