@@ -51,7 +51,9 @@ def write_results(preset_name, preset, rows):
     name = f"train_methods-{preset_name}"
     atomic_write_json(ROOT / "benchmarks" / "results" / f"{name}.json", {"preset": preset_name, "results": rows})
     lines = [f"# Per-exit dev metric by method: preset `{preset_name}`", "",
-             f"Command: `python benchmarks/train_methods.py --preset {preset_name}` (MiniLM-L6, seed 42, batch 32).", ""]
+             f"Command: `python benchmarks/train_methods.py --preset {preset_name}` (MiniLM-L6, seed 42, batch 32).", "",
+             "`train s` is each run's wall-clock training time as it happened (other jobs may have shared the 2 CPU "
+             "cores); `benchmarks/train_cost.py` is the controlled cost comparison.", ""]
     for task in preset["tasks"]:
         task_rows = [r for r in rows if r["task"] == task]
         if not task_rows:
