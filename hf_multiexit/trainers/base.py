@@ -17,6 +17,7 @@ import torch
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..losses import task_loss
 from ..metrics import compute_metrics, logits_to_predictions
 from ..models.multiexit_bert import ExitConfig
 from ..models.multiexit_bert.exit_strategies import MULTI_LABEL, REGRESSION, resolve_problem_type
@@ -169,8 +170,6 @@ class MultiExitTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _record_exit_losses(self, all_logits, labels) -> None:
-        from ..losses import task_loss
-
         with torch.no_grad():
             losses = torch.stack([task_loss(z, labels, self.problem_type).mean() for z in all_logits]).cpu()
         self._exit_loss_sum = losses if self._exit_loss_sum is None else self._exit_loss_sum + losses
