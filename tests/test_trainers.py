@@ -16,6 +16,7 @@ from hf_multiexit import (
     RomeBertTrainer,
 )
 from hf_multiexit.losses import distillation_loss, project_conflicting, task_loss
+from hf_multiexit.trainers import StageCallback
 from test_modeling import tiny_config
 
 SEQ = 8
@@ -163,6 +164,18 @@ def test_deebert_resumes_in_the_stage_of_the_checkpoint(tmp_path):
     assert stages_run == [1]
     for name, value in weights(full).items():
         torch.testing.assert_close(weights(resumed)[name], value, msg=name)
+    # A stage-1 checkpoint resumes stage 1, then runs stage 2, and ends where the uninterrupted run ended.
+    stage1 = tmp_path / "out" / "stage-1" / "checkpoint-2"
+    assert StageCallback.stage_of_checkpoint(str(stage1)) == 0
+    early = toy_model(seed=6)
+    trainer = DeeBertTrainer(model=early, args=toy_args(DeeBertConfig, tmp_path, num_train_epochs=1), train_dataset=data)
+    stages_run = []
+    original_begin = trainer.begin_stage
+    trainer.begin_stage = lambda index: (stages_run.append(index), original_begin(index))
+    trainer.train(resume_from_checkpoint=str(stage1))
+    assert stages_run == [0, 1]
+    for name, value in weights(full).items():
+        torch.testing.assert_close(weights(early)[name], value, msg=name)
     # resume_from_checkpoint=True finds the latest checkpoint of the latest stage.
     assert DeeBertTrainer(model=toy_model(), args=args, train_dataset=data)._resume_point(str(tmp_path / "out"), True) == (1, str(stage2 / "checkpoint-4"))
     with pytest.raises(ValueError, match="does not record a stage"):
