@@ -99,10 +99,10 @@ class GlueTask:
     folder: str
     text_columns: tuple[str, ...]
     label_names: tuple[str, ...]
-    split_files: tuple[tuple[str, str], ...]
     tsv: TsvLayout
-    metrics: tuple[str, ...]
-    primary_metric: str
+    split_files: tuple[tuple[str, str], ...] = (("train", "train.tsv"), ("validation", "dev.tsv"))
+    metrics: tuple[str, ...] = ("accuracy",)
+    primary_metric: str = "accuracy"
 
     @property
     def is_regression(self) -> bool:
@@ -122,9 +122,6 @@ class GlueTask:
         return tuple(split for split in self.splits if split != "train")
 
 
-_TRAIN_DEV = (("train", "train.tsv"), ("validation", "dev.tsv"))
-_ACC = ("accuracy",)
-
 GLUE_TASKS: dict[str, GlueTask] = {
     task.name: task
     for task in (
@@ -133,7 +130,6 @@ GLUE_TASKS: dict[str, GlueTask] = {
             folder="CoLA",
             text_columns=("sentence",),
             label_names=("unacceptable", "acceptable"),
-            split_files=_TRAIN_DEV,
             # No header; fields: source code, label (0/1), original author mark, sentence.
             tsv=TsvLayout(header=None, text_fields=(3,), label_field=1, label_format="int",
                           num_fields=4),
@@ -145,18 +141,14 @@ GLUE_TASKS: dict[str, GlueTask] = {
             folder="SST-2",
             text_columns=("sentence",),
             label_names=("negative", "positive"),
-            split_files=_TRAIN_DEV,
             tsv=TsvLayout(header=("sentence", "label"), text_fields=("sentence",),
                           label_field="label", label_format="int"),
-            metrics=_ACC,
-            primary_metric="accuracy",
         ),
         GlueTask(
             name="mrpc",
             folder="MRPC",
             text_columns=("sentence1", "sentence2"),
             label_names=("not_equivalent", "equivalent"),
-            split_files=_TRAIN_DEV,
             tsv=TsvLayout(header=("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"),
                           text_fields=("#1 String", "#2 String"), label_field="Quality",
                           label_format="int"),
@@ -168,7 +160,6 @@ GLUE_TASKS: dict[str, GlueTask] = {
             folder="STS-B",
             text_columns=("sentence1", "sentence2"),
             label_names=(),
-            split_files=_TRAIN_DEV,
             tsv=TsvLayout(header=("index", "genre", "filename", "year", "old_index", "source1",
                                   "source2", "sentence1", "sentence2", "score"),
                           text_fields=("sentence1", "sentence2"), label_field="score",
@@ -181,7 +172,6 @@ GLUE_TASKS: dict[str, GlueTask] = {
             folder="QQP",
             text_columns=("question1", "question2"),
             label_names=("not_duplicate", "duplicate"),
-            split_files=_TRAIN_DEV,
             tsv=TsvLayout(header=("id", "qid1", "qid2", "question1", "question2",
                                   "is_duplicate"),
                           text_fields=("question1", "question2"), label_field="is_duplicate",
@@ -204,32 +194,24 @@ GLUE_TASKS: dict[str, GlueTask] = {
             tsv=TsvLayout(header=("sentence1", "sentence2", "gold_label"),
                           text_fields=("sentence1", "sentence2"), label_field="gold_label",
                           label_format="name"),
-            metrics=_ACC,
-            primary_metric="accuracy",
         ),
         GlueTask(
             name="qnli",
             folder="QNLI",
             text_columns=("question", "sentence"),
             label_names=("entailment", "not_entailment"),
-            split_files=_TRAIN_DEV,
             tsv=TsvLayout(header=("index", "question", "sentence", "label"),
                           text_fields=("question", "sentence"), label_field="label",
                           label_format="name"),
-            metrics=_ACC,
-            primary_metric="accuracy",
         ),
         GlueTask(
             name="rte",
             folder="RTE",
             text_columns=("sentence1", "sentence2"),
             label_names=("entailment", "not_entailment"),
-            split_files=_TRAIN_DEV,
             tsv=TsvLayout(header=("index", "sentence1", "sentence2", "label"),
                           text_fields=("sentence1", "sentence2"), label_field="label",
                           label_format="name"),
-            metrics=_ACC,
-            primary_metric="accuracy",
         ),
         GlueTask(
             name="wnli",
@@ -238,12 +220,9 @@ GLUE_TASKS: dict[str, GlueTask] = {
             # Unlike RTE/QNLI, WNLI's files write 0/1 and 1 means entailment, so the order of
             # the names is reversed to keep the file's ids.
             label_names=("not_entailment", "entailment"),
-            split_files=_TRAIN_DEV,
             tsv=TsvLayout(header=("index", "sentence1", "sentence2", "label"),
                           text_fields=("sentence1", "sentence2"), label_field="label",
                           label_format="int"),
-            metrics=_ACC,
-            primary_metric="accuracy",
         ),
     )
 }
