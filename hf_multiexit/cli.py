@@ -2,6 +2,8 @@
 
     hf-multiexit train --method {deebert,pabee,romebert,...} --model_name_or_path P --task T [--data_dir D]
         --output_dir O [--max_train_samples N] [any TrainingArguments / method option]
+    hf-multiexit evaluate --model O --task T [--data_dir D] --exit_strategy S[,S2] [--thresholds a,b,c |
+        --patience 1,2,3] [--batch_size B] --output report.json [--plot curve.png]
 
 Arguments are parsed with `HfArgumentParser` from `ModelArguments`, `DataArguments` and the method's config
 dataclass, so every `TrainingArguments` field and method option is a flag (`hf-multiexit train --method romebert
@@ -37,7 +39,20 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train}
+def _evaluate(argv: list[str]) -> int:
+    from .evaluation import EvaluateArguments, run_evaluation, tradeoff_summary
+
+    (args,) = HfArgumentParser(EvaluateArguments, prog="hf-multiexit evaluate").parse_args_into_dataclasses(args=argv)
+    report = run_evaluation(args)
+    summary = {name: tradeoff_summary(report, name) for name in args.strategies}
+    for item in summary.values():
+        item.pop("operating_point")
+    print(json.dumps({"full_depth": report["full_depth"], "oracle": report["oracle"], "summary": summary}, indent=2))
+    print(f"report: {args.output}" + (f", plot: {args.plot}" if args.plot else ""))
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: missing files and models (FileNotFoundError is one)
         print(f"hf-multiexit {argv[0]}: error: {err}", file=sys.stderr)
         return 2
 

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from .data import GLUE_TASKS, _normalize_task_name
+from .models.multiexit_bert.exit_strategies import MULTI_LABEL, REGRESSION
 
-__all__ = ["compute_metrics", "logits_to_predictions", "metric_names", "primary_metric"]
+__all__ = ["compute_metrics", "logits_metrics", "logits_to_predictions", "metric_names", "primary_metric"]
 
 _GENERIC_KINDS = {"classification": False, "regression": True}
 
@@ -204,3 +205,15 @@ def compute_metrics(
         else:  # pragma: no cover - the registry only names the metrics above
             raise AssertionError(name)
     return result
+
+
+def logits_metrics(task: str | None, problem_type: str, logits: Any, labels: Any) -> dict[str, float]:
+    """Metrics of one exit's logits ``(n, C)`` for a model's ``problem_type``: the GLUE metrics of ``task``
+    (or of ``"classification"``/``"regression"`` when ``task`` is None); multi-label models get exact-match
+    accuracy of the thresholded logits (``z > 0``)."""
+    logits = _to_numpy(logits)
+    if problem_type == MULTI_LABEL:
+        return {"accuracy": float(((logits > 0) == (_to_numpy(labels) > 0.5)).all(-1).mean())}
+    is_regression = problem_type == REGRESSION
+    predictions = logits_to_predictions(logits, is_regression)
+    return compute_metrics(task or ("regression" if is_regression else "classification"), predictions, labels)

@@ -12,15 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..losses import task_loss
-from ..metrics import compute_metrics, logits_to_predictions
+from ..metrics import logits_metrics
 from ..models.multiexit_bert import ExitConfig
-from ..models.multiexit_bert.exit_strategies import MULTI_LABEL, REGRESSION, resolve_problem_type
+from ..models.multiexit_bert.exit_strategies import resolve_problem_type
 from .callbacks import StageCallback
 
 METHODS: dict[str, tuple[type[MultiExitTrainingArguments], type[MultiExitTrainer]]] = {}
@@ -71,21 +70,13 @@ class MultiExitTrainingArguments(TrainingArguments):
 def per_exit_metrics(task: str | None, problem_type: str, exit_layers: list[int]) -> Callable[[EvalPrediction], dict]:
     """`compute_metrics` for `Trainer`: predictions are `(N, E, C)` logits of all exits; returns the final exit's
     metrics under their GLUE names and every exit's as `exit_<layer>_<metric>`."""
-    is_regression = problem_type == REGRESSION
-
-    def metrics_of(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        if problem_type == MULTI_LABEL:
-            return {"accuracy": float(((logits > 0) == (labels > 0.5)).all(-1).mean())}
-        predictions = logits_to_predictions(logits, is_regression)
-        return compute_metrics(task or ("regression" if is_regression else "classification"), predictions, labels)
-
     def compute(eval_prediction: EvalPrediction) -> dict[str, float]:
         logits, labels = eval_prediction.predictions, eval_prediction.label_ids
         results = {}
         for index, layer in enumerate(exit_layers):
-            for name, value in metrics_of(logits[:, index], labels).items():
+            for name, value in logits_metrics(task, problem_type, logits[:, index], labels).items():
                 results[f"exit_{layer}_{name}"] = value
-        results.update(metrics_of(logits[:, -1], labels))
+        results.update(logits_metrics(task, problem_type, logits[:, -1], labels))
         return results
 
     return compute

@@ -36,6 +36,8 @@ class MultiExitModelOutput(ModelOutput):
         exit_layers (`LongTensor (B,)`): the 1-based layer where each sample left.
         layers_run (`LongTensor (B,)`): how many encoder layers each sample actually ran (differs from
             `exit_layers` only when skip gates skip layers).
+        exit_checks (`LongTensor (B,)`): how many exit heads ran for each sample (early-exit mode; what FLOPs
+            counts add to the layers: a strategy checks only some exits, and a skipped layer costs no check).
         all_logits (tuple of `(B, C)`): one tensor per exit, when all exits were computed (train mode or
             `output_all_exits=True`).
         gate_probs (tuple of `(B,)`): the skip gates' probabilities `g_i`, one per layer, in all-exits mode.
@@ -46,6 +48,7 @@ class MultiExitModelOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     exit_layers: torch.LongTensor | None = None
     layers_run: torch.LongTensor | None = None
+    exit_checks: torch.LongTensor | None = None
     all_logits: tuple[torch.FloatTensor, ...] | None = None
     gate_probs: tuple[torch.FloatTensor, ...] | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -60,6 +63,7 @@ class MultiExitSequenceClassifierOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     exit_layers: torch.LongTensor | None = None
     layers_run: torch.LongTensor | None = None
+    exit_checks: torch.LongTensor | None = None
     all_logits: tuple[torch.FloatTensor, ...] | None = None
     gate_probs: tuple[torch.FloatTensor, ...] | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -371,6 +375,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
         # Without gates every sample runs every layer up to its exit, so only gated runs count layers.
         layers_run = torch.zeros(batch_size, dtype=torch.long, device=device) if gate_threshold is not None else None
+        exit_checks = torch.zeros(batch_size, dtype=torch.long, device=device)
         active = torch.arange(batch_size, device=device)  # original index of each sample still in the batch
         state = strategy.init_state(batch_size, device)
         hidden_states, attention_mask = self._trim_padding(hidden_states, attention_mask)
@@ -395,17 +400,20 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             if layer == num_layers:
                 # The final classifier answers for every sample still running, including ones that skipped it.
                 logits_out[active] = self.exit_logits(layer, hidden_states, attention_mask).to(logits_out.dtype)
+                exit_checks[active] += 1
                 break
             if not strategy.needs_logits(layer) or (rows is not None and rows.numel() == 0):
                 continue
             if rows is None and active.numel() == 1 and strategy.decide_one is not None:
                 logits = self.exit_logits(layer, hidden_states, attention_mask)
+                exit_checks[active] += 1
                 if strategy.decide_one(logits[0].tolist()):
                     logits_out[active] = logits.to(logits_out.dtype)
                     exit_layers[active] = layer
                     break
                 continue
             logits, leaving = self._exit_decision(strategy, layer, hidden_states, attention_mask, state, rows)
+            exit_checks[active if rows is None else active[rows]] += 1
             leavers = int(leaving.sum())
             if leavers == 0:
                 continue
@@ -421,7 +429,10 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             hidden_states, attention_mask = self._trim_padding(hidden_states, attention_mask)
             extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
         return MultiExitModelOutput(
-            logits=logits_out, exit_layers=exit_layers, layers_run=exit_layers.clone() if layers_run is None else layers_run
+            logits=logits_out,
+            exit_layers=exit_layers,
+            layers_run=exit_layers.clone() if layers_run is None else layers_run,
+            exit_checks=exit_checks,
         )
 
     def _exit_decision(self, strategy, layer, hidden_states, attention_mask, state, rows):
