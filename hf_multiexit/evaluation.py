@@ -355,12 +355,16 @@ def _interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
     return float(np.interp(x, xs, ys))
 
 
-def tradeoff_summary(report: dict, strategy: str, speedups: Sequence[float] = (1.5, 2.0), tolerance: float = 0.01) -> dict:
+def tradeoff_summary(
+    report: dict, strategy: str, speedups: Sequence[float] = (1.5, 2.0), tolerance: float = 0.01, reference: float | None = None
+) -> dict:
     """One strategy's curve in numbers: the primary metric at the given layer speed-ups (linear interpolation
-    between sweep points, None beyond the largest), the largest layer speed-up whose metric is within `tolerance`
-    (absolute, 0.01 = one accuracy point) of full depth, and that point's measured wall-clock speed-up."""
+    between sweep points, None beyond the largest), and the point with the largest layer speed-up whose metric is
+    within `tolerance` (absolute, 0.01 = one accuracy point) of `reference` (default: this model at full depth;
+    e.g. the same backbone fine-tuned without exits), with its measured wall-clock speed-up if it has one."""
     name = report["primary_metric"]
     full = report["full_depth"]["metrics"][name]
+    reference = full if reference is None else reference
     points = sorted((p for p in report["points"] if p["strategy"] == strategy), key=lambda p: p["layer_speedup"])
     if not points:
         raise ValueError(f"The report has no points for exit_strategy={strategy!r}; it has {sorted({p['strategy'] for p in report['points']})}.")
@@ -369,11 +373,12 @@ def tradeoff_summary(report: dict, strategy: str, speedups: Sequence[float] = (1
     ys = [full] + [p["metrics"][name] for p in points]
     order = np.argsort(xs, kind="stable")
     xs, ys = [xs[i] for i in order], [ys[i] for i in order]
-    within = [p for p in points if p["metrics"][name] >= full - tolerance - 1e-12]
+    within = [p for p in points if p["metrics"][name] >= reference - tolerance - 1e-12]
     best = max(within, key=lambda p: p["layer_speedup"], default=None)
     return {
         "metric": name,
         "full_depth": full,
+        "reference": reference,
         "at_speedup": {str(s): _interpolate(xs, ys, s) for s in speedups},
         "speedup_within_tolerance": 1.0 if best is None else best["layer_speedup"],
         "operating_point": best,

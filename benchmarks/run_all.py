@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""The results table: every training method on real MiniLM-L6 for SST-2, RTE, CoLA and STS-B, one budget and seed.
+
+    .venv/bin/python benchmarks/run_all.py                                  # everything: hours on 2 CPU cores
+    .venv/bin/python benchmarks/run_all.py --tasks sst2 --methods pabee,deebert   # a part of it
+
+For each (task, method): `hf-multiexit train` with the budget below into `runs/run_all/<task>-<method>/`, then a
+trade-off sweep of the trained model on the dev set (`hf_multiexit.evaluation.TradeoffEvaluator`): a dense grid
+replayed from one all-exits pass for entropy (classification) and patience (every task), the `skip` strategy for
+SmartBERT, and real early-exit runs at batch 32, timed against full depth, at the points the table quotes.
+Results: `runs/run_all/<task>-<method>/report.json` per model, `benchmarks/results/<task>.json` and `<task>.png`
+per task, and the table between the `results` markers in README.md.
+
+Resumable per (task, method): a model whose `eval_results.json` exists is not trained again, a sweep whose
+`report.json` exists is not run again (`--resweep` re-runs the sweeps, e.g. to re-time on a quiet machine).
+
+The full-depth reference ("fine-tuned") is DeeBERT's final exit: DeeBERT's first stage is plain fine-tuning of
+the backbone and the final classifier, and its second stage freezes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from training_runs import DEFAULT_GLUE_DIR, ROOT, train_run
+from transformers import AutoTokenizer
+
+from hf_multiexit import MultiExitBertForSequenceClassification
+from hf_multiexit.data import get_glue_task, load_glue, make_collator
+from hf_multiexit.evaluation import TradeoffEvaluator, plot_report, tradeoff_summary
+from hf_multiexit.io import atomic_write_json, atomic_write_text
+from hf_multiexit.trainers import METHODS
+
+TASKS = {"sst2": (4096, 64), "rte": (None, 128), "cola": (4096, 64), "stsb": (4096, 128)}
+"""Per task: training examples (None: the whole training set) and maximum tokens (training and dev)."""
+BUDGET = ["--num_train_epochs", "2", "--learning_rate", "1e-4", "--exit_learning_rate", "1e-3", "--warmup_steps", "0.1",
+          "--exit_pooling", "mean"]
+"""The same for every method: 2 epochs, batch 32, lr 1e-4 (exits 1e-3), 10% warm-up, mean-pooled exits (MiniLM is a
+mean-pooling model, see README), seed 42; each method keeps its paper's objective, head style and other defaults."""
+REFERENCE_METHOD = "deebert"
+SPEEDUPS = (1.5, 2.0)
+TOLERANCE = 0.01  # one point of the metric
+
+
+def task_args(task: str) -> list[str]:
+    samples, max_length = TASKS[task]
+    return ["--max_length", str(max_length), *([] if samples is None else ["--max_train_samples", str(samples)]), *BUDGET]
+
+
+def sweep_grid(model) -> dict:
+    """Strategies and values to sweep: entropy over [0, ln C] (dense, for classification), patience 0..E-1, and
+    SmartBERT's skip strategy at the entropy thresholds when the model has gates."""
+    grid = {"patience": list(range(len(model.config.exit_layers)))}
+    if model.config.num_labels > 1:
+        grid["entropy"] = [round(float(v), 4) for v in np.linspace(0.0, np.log(model.config.num_labels), 31)]
+        if model.config.use_skip_gates:
+            grid["skip"] = grid["entropy"][::3]
+    return grid
+
+
+def nearest(points: list[dict], speedup: float) -> dict:
+    return min(points, key=lambda p: abs(p["layer_speedup"] - speedup))
+
+
+def sweep_model(task: str, out: Path, glue_dir: str) -> dict:
+    """The trade-off report of the model in `out`, with wall-clock runs at each strategy's 1.5x / 2x / within-1-point
+    points."""
+    model = MultiExitBertForSequenceClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    split = get_glue_task(task).validation_splits[0]
+    data = load_glue(task, data_dir=glue_dir, tokenizer=tokenizer, max_length=TASKS[task][1], splits=split)[split]
+    evaluator = TradeoffEvaluator(model, data, make_collator(tokenizer), task=task, batch_size=32, repeats=2)
+    dense = evaluator.sweep(sweep_grid(model), wall_clock=False)
+    draft = evaluator.report(dense)
+    chosen = set()
+    for strategy in dict.fromkeys(p["strategy"] for p in dense):
+        points = [p for p in dense if p["strategy"] == strategy]
+        best = tradeoff_summary(draft, strategy, tolerance=TOLERANCE)["operating_point"]
+        for point in [best, *(nearest(points, s) for s in SPEEDUPS)]:
+            if point is not None:
+                chosen.add(id(point))
+    points = [evaluator.point(p["strategy"], *p["params"].values(), wall_clock=True) if id(p) in chosen else p for p in dense]
+    return evaluator.report(points)
+
+
+def best_strategy(report: dict, reference: float) -> tuple[str, dict]:
+    """The strategy with the largest layer speed-up within `TOLERANCE` of the reference metric."""
+    summaries = {s: tradeoff_summary(report, s, SPEEDUPS, TOLERANCE, reference=reference) for s in {p["strategy"] for p in report["points"]}}
+    name = max(sorted(summaries), key=lambda s: (summaries[s]["speedup_within_tolerance"], s == "entropy"))
+    return name, summaries[name]
+
+
+def fmt(value, digits=3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def task_table(task: str, rows: list[dict]) -> list[str]:
+    metric = rows[0]["metric"]
+    lines = [
+        f"**{task.upper()}** ({metric}; reference = fine-tuned full depth, {fmt(rows[0]['reference'])})", "",
+        f"| method | strategy | full depth | @{SPEEDUPS[0]}x layers | @{SPEEDUPS[1]}x layers | speed-up within 1 pt "
+        "of reference | wall-clock speed-up there (batch 32) | FLOPs speed-up there | train time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        s, point = row["summary"], row["summary"]["operating_point"] or {}
+        lines.append(
+            f"| {row['method']} | {row['strategy']} | {fmt(s['full_depth'])} | {fmt(s['at_speedup'][str(SPEEDUPS[0])])} | "
+            f"{fmt(s['at_speedup'][str(SPEEDUPS[1])])} | {s['speedup_within_tolerance']:.2f}x | "
+            f"{fmt(point.get('wall_speedup'), 2)}{'x' if point.get('wall_speedup') else ''} | "
+            f"{fmt(point.get('flops_speedup'), 2)}{'x' if point.get('flops_speedup') else ''} | {row['train_runtime']:.0f} s |"
+        )
+    return lines + [""]
+
+
+def write_readme_table(tables: list[str]) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"README.md has no {start} ... {end} markers for the results table.")
+    body = "\n".join([start, "", *tables, end])
+    atomic_write_text(readme, re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: body, text, flags=re.S))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"Comma-separated subset of {list(TASKS)}.")
+    parser.add_argument("--methods", default=",".join(sorted(METHODS)), help=f"Comma-separated subset of {sorted(METHODS)}.")
+    parser.add_argument("--glue_dir", default=DEFAULT_GLUE_DIR)
+    parser.add_argument("--runs_dir", default=str(ROOT / "runs" / "run_all"))
+    parser.add_argument("--resweep", action="store_true", help="Run the sweeps again even where report.json exists.")
+    args = parser.parse_args()
+    tasks, methods = args.tasks.split(","), args.methods.split(",")
+    for name, valid in (("task", TASKS), ("method", METHODS)):
+        bad = [x for x in (tasks if name == "task" else methods) if x not in valid]
+        if bad:
+            parser.error(f"unknown {name}(s) {bad}; valid: {sorted(valid)}")
+    torch.manual_seed(0)
+    tables = []
+    for task in TASKS:
+        rows, reports = [], {}
+        for method in sorted(METHODS, key=lambda m: m != REFERENCE_METHOD):
+            out = Path(args.runs_dir) / f"{task}-{method}"
+            selected = task in tasks and method in methods
+            if not selected and not (out / "report.json").exists():
+                continue
+            train_report, command = train_run(method, task, out, task_args(task), args.glue_dir) if selected else (
+                json.loads((out / "eval_results.json").read_text()), None)
+            report_path = out / "report.json"
+            if selected and (args.resweep or not report_path.exists()):
+                print(f"sweeping {method} on {task}", flush=True)
+                report = sweep_model(task, out, args.glue_dir)
+                report.update(method=method, command=command, train_runtime=train_report["train_runtime"])
+                atomic_write_json(report_path, report)
+            reports[method] = json.loads(report_path.read_text())
+        if REFERENCE_METHOD not in reports:
+            continue
+        metric = reports[REFERENCE_METHOD]["primary_metric"]
+        reference = reports[REFERENCE_METHOD]["full_depth"]["metrics"][metric]
+        for method, report in reports.items():
+            strategy, summary = best_strategy(report, reference)
+            rows.append({"method": method, "metric": metric, "reference": reference, "strategy": strategy,
+                         "summary": summary, "train_runtime": report["train_runtime"], "command": report["command"],
+                         "per_exit": [e["metrics"][metric] for e in report["per_exit"]], "oracle": report["oracle"]})
+        combined = {**reports[REFERENCE_METHOD], "points": [
+            {**p, "strategy": f"{row['method']} ({p['strategy']})"}
+            for row in rows for p in reports[row["method"]]["points"] if p["strategy"] == row["strategy"]
+        ]}
+        plot_report(combined, ROOT / "benchmarks" / "results" / f"{task}.png", title=f"{task}: each method's best strategy")
+        atomic_write_json(ROOT / "benchmarks" / "results" / f"{task}.json", {
+            "task": task, "metric": metric, "reference": reference, "budget": task_args(task),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(), "rows": rows,
+        })
+        tables += task_table(task, rows)
+    write_readme_table(tables)
+    print("\n".join(tables))
+
+
+if __name__ == "__main__":
+    main()
