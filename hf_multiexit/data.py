@@ -286,6 +286,11 @@ def _read_text(path: Path) -> str:
             return f.read()
     except UnicodeDecodeError as exc:
         _raise_for_bad_utf8(path, exc)
+    except PermissionError:
+        raise PermissionError(
+            f"{path} cannot be read: permission denied. Make it readable (`chmod a+r {path}`) or pass a copy you "
+            "can read."
+        ) from None
 
 
 def _check_file(path: Path, what: str) -> None:

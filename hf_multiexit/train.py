@@ -9,10 +9,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import AutoTokenizer
+from peft import PeftModel
+from safetensors import SafetensorError
+from transformers import AutoConfig, AutoTokenizer
 
 from .data import get_glue_task, load_glue, load_text_files, make_collator
 from .io import atomic_save_pretrained, atomic_write_json
+from .lora import DEFAULT_TARGET_MODULES, LORA_ADAPTER_DIR, add_lora, merged_copy, save_lora
 from .metrics import primary_metric
 from .models.multiexit_bert import EXIT_HEAD_STYLES, MultiExitBertForSequenceClassification
 from .trainers import MultiExitTrainingArguments, get_method
@@ -37,10 +40,24 @@ class ModelArguments:
                   "sentence-transformers models)."},
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: model_name_or_path)."})
+    lora_r: int | None = field(
+        default=None,
+        metadata={"help": "Train LoRA adapters of this rank on the backbone (frozen) and the exit heads in full "
+                  "(hf_multiexit.lora); saves the merged model in output_dir and the adapter in output_dir/adapter."},
+    )
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scaling alpha (default: 2 * lora_r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA path."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(DEFAULT_TARGET_MODULES),
+        metadata={"help": "Encoder modules with LoRA adapters: query, key, value, attention.output.dense, "
+                  "intermediate.dense, output.dense."},
+    )
 
     def __post_init__(self):
         if self.exit_head is not None and self.exit_head not in EXIT_HEAD_STYLES:
             raise ValueError(f"exit_head={self.exit_head!r} is not one of {list(EXIT_HEAD_STYLES)}.")
+        if self.lora_r is not None and self.lora_r < 1:
+            raise ValueError(f"lora_r={self.lora_r} must be a positive rank, or left out for full fine-tuning.")
 
 
 @dataclass
@@ -105,7 +122,16 @@ def build_model(model_args: ModelArguments, method: str, label_names: list[str] 
     if model_args.exit_layers is not None:
         options["exit_layers"] = model_args.exit_layers
     options["exit_pooling"] = model_args.exit_pooling
-    return MultiExitBertForSequenceClassification.from_pretrained(model_args.model_name_or_path, **options)
+    try:
+        model = MultiExitBertForSequenceClassification.from_pretrained(model_args.model_name_or_path, **options)
+    except SafetensorError as err:
+        raise ValueError(
+            f"The weights of {model_args.model_name_or_path} cannot be read ({err}): a .safetensors file there is "
+            "truncated or corrupt, e.g. by an interrupted download, copy or save. Download or save the checkpoint again."
+        ) from err
+    if model_args.lora_r is not None:
+        model = add_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules)
+    return model
 
 
 def eval_report(metrics: dict[str, float], exit_layers: list[int], task: str | None, is_regression: bool) -> dict[str, Any]:
@@ -126,6 +152,13 @@ def eval_report(metrics: dict[str, float], exit_layers: list[int], task: str | N
 def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: MultiExitTrainingArguments, method: str):
     """`(trainer, tokenizer, label_names)`: the method's trainer over the loaded data and a fresh multi-exit model."""
     _, trainer_class = get_method(method)
+    positions = AutoConfig.from_pretrained(model_args.model_name_or_path).max_position_embeddings
+    if data_args.max_length > positions:
+        # The tokenizer's limit may be unset or larger; longer inputs would fail inside the embeddings.
+        raise ValueError(
+            f"max_length={data_args.max_length} is above the {positions} positions of {model_args.model_name_or_path}; "
+            f"pass --max_length {positions} or less."
+        )
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     train, validation, label_names = load_datasets(data_args, training_args.task, tokenizer)
     trainer = trainer_class(
@@ -140,10 +173,15 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
 
 
 def save_results(trainer, tokenizer, report: dict[str, Any]) -> None:
-    """The trained model (with its exit rule), the tokenizer and `eval_results.json`, written atomically."""
+    """The trained model (with its exit rule), the tokenizer and `eval_results.json`, written atomically. A LoRA
+    model is saved merged, and its adapter in `output_dir/adapter`."""
     if trainer.is_world_process_zero():
         output_dir = trainer.args.output_dir
-        atomic_save_pretrained(output_dir, trainer.accelerator.unwrap_model(trainer.model), tokenizer)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if isinstance(model, PeftModel):
+            save_lora(model, os.path.join(output_dir, LORA_ADAPTER_DIR))
+            model = merged_copy(model)
+        atomic_save_pretrained(output_dir, model, tokenizer)
         atomic_write_json(os.path.join(output_dir, "eval_results.json"), report)
 
 

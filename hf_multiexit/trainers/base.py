@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from transformers import EvalPrediction, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..losses import task_loss
 from ..metrics import logits_metrics
@@ -23,6 +23,7 @@ from ..models.multiexit_bert.exit_strategies import resolve_problem_type
 from .callbacks import StageCallback
 
 METHODS: dict[str, tuple[type[MultiExitTrainingArguments], type[MultiExitTrainer]]] = {}
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 
 
 def register_method(name: str, config_class: type[MultiExitTrainingArguments]):
@@ -36,6 +37,22 @@ def register_method(name: str, config_class: type[MultiExitTrainingArguments]):
         return trainer_class
 
     return decorator
+
+
+def last_complete_checkpoint(folder: str) -> str | None:
+    """The newest `checkpoint-<step>` folder in `folder` that was written to the end, or None.
+
+    Trainer writes a checkpoint's `trainer_state.json` last, so a checkpoint without it was cut off by a crash
+    while saving; `get_last_checkpoint` would return it and resuming from it fails or starts from the wrong state.
+    """
+    if not os.path.isdir(folder):
+        return None
+    steps = {}
+    for name in os.listdir(folder):
+        match = _CHECKPOINT_NAME.fullmatch(name)
+        if match and os.path.isfile(os.path.join(folder, name, "trainer_state.json")):
+            steps[int(match.group(1))] = os.path.join(folder, name)
+    return steps[max(steps)] if steps else None
 
 
 def get_method(name: str) -> tuple[type[MultiExitTrainingArguments], type[MultiExitTrainer]]:
@@ -116,8 +133,9 @@ class MultiExitTrainer(Trainer):
         self._exit_loss_steps = 0
         self._saved_arguments: dict[str, Any] = {}
         self._saved_requires_grad: dict[str, bool] | None = None
-        if model.exit_config == ExitConfig():
-            model.exit_config = self.default_exit_config()
+        network = self.unwrapped_model()
+        if network.exit_config == ExitConfig():
+            network.exit_config = self.default_exit_config()
 
     # ----------------------------------------------------------------------------------------------- objective
     @property
@@ -189,9 +207,14 @@ class MultiExitTrainer(Trainer):
         return loss, torch.stack(outputs.all_logits, dim=1), labels
 
     # ----------------------------------------------------------------------------------------------- optimizer
+    def unwrapped_model(self, model=None):
+        """The multi-exit model being trained, out of its DDP and PEFT (LoRA, `hf_multiexit.lora`) wrappers."""
+        model = self.accelerator.unwrap_model(model or self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft.PeftModel
+
     def intermediate_exit_parameters(self, model=None) -> list[torch.nn.Parameter]:
         """Parameters of the exit heads before the last layer (the final exit is the ordinary classifier)."""
-        model = self.accelerator.unwrap_model(model or self.model)
+        model = self.unwrapped_model(model)
         final = model.base_model.exits[-1]
         final_ids = {id(p) for p in final.parameters()}
         return [p for p in model.base_model.exits.parameters() if id(p) not in final_ids]
@@ -247,6 +270,12 @@ class MultiExitTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         if len(self.stages) == 1:
+            if resume_from_checkpoint is True:
+                resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+                if resume_from_checkpoint is None:
+                    raise ValueError(
+                        f"resume_from_checkpoint=True but no complete checkpoint was found in {self.args.output_dir}."
+                    )
             self.begin_stage(0)
             try:
                 return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
@@ -284,10 +313,10 @@ class MultiExitTrainer(Trainer):
             checkpoint = None
             for index in reversed(range(len(self.stages))):
                 stage_dir = os.path.join(root, f"stage-{index + 1}")
-                if os.path.isdir(stage_dir) and (checkpoint := get_last_checkpoint(stage_dir)):
+                if checkpoint := last_complete_checkpoint(stage_dir):
                     break
             if checkpoint is None:
-                raise ValueError(f"resume_from_checkpoint=True but no checkpoint was found under {root}/stage-*/.")
+                raise ValueError(f"resume_from_checkpoint=True but no complete checkpoint was found under {root}/stage-*/.")
         index = StageCallback.stage_of_checkpoint(checkpoint)
         if index is None or not 0 <= index < len(self.stages):
             raise ValueError(

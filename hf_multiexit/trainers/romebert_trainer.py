@@ -45,7 +45,7 @@ class RomeBertTrainer(MultiExitTrainer):
 
     def projection_parameters(self, model) -> list[torch.nn.Parameter]:
         """Weight matrices (not LayerNorm, not biases) of encoder layers 1..L-1 that are being trained."""
-        layers = self.accelerator.unwrap_model(model).base_model.encoder.layer[:-1]
+        layers = self.unwrapped_model(model).base_model.encoder.layer[:-1]
         return [p for p in layers.parameters() if p.dim() == 2 and p.requires_grad]
 
     def training_step(self, model, inputs, num_items_in_batch=None):
