@@ -21,8 +21,12 @@ from .models.multiexit_bert import (
 )
 
 from .trainers import (
+    CurriculumConfig,
+    CurriculumTrainer,
     DeeBertConfig,
     DeeBertTrainer,
+    LeeBertConfig,
+    LeeBertTrainer,
     MultiExitTrainer,
     MultiExitTrainingArguments,
     PabeeConfig,
@@ -38,8 +42,12 @@ AutoModel.register(MultiExitConfig, MultiExitBertModel, exist_ok=True)
 AutoModelForSequenceClassification.register(MultiExitConfig, MultiExitBertForSequenceClassification, exist_ok=True)
 
 __all__ = [
+    "CurriculumConfig",
+    "CurriculumTrainer",
     "DeeBertConfig",
     "DeeBertTrainer",
+    "LeeBertConfig",
+    "LeeBertTrainer",
     "MultiExitTrainer",
     "MultiExitTrainingArguments",
     "PabeeConfig",

@@ -58,6 +58,52 @@ def distillation_loss(
     return kl / student.shape[-1] if reduction == "released" else kl
 
 
+def mutual_distillation_terms(
+    all_logits: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    problem_type: str,
+    temperature: float,
+    teacher_logits: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The `M^2` loss terms of LeeBERT (Zhu, ACL 2021), per sample, as a `(B, M^2)` matrix: columns `0..M-1` are
+    `CE(z_m, y)`, then for every student `m` and every other exit `n != m` (row-major, `n` ascending)
+    `T^2 KL(sg(p_n^T) || p_m^T)`. The weighted objective is `terms @ w` (see `mutual_distillation_pairs`).
+    `teacher_logits` (default `all_logits`) are the teachers' logits, e.g. from other weights than the students'."""
+    teachers = all_logits if teacher_logits is None else teacher_logits
+    ce = [task_loss(z, labels, problem_type) for z in all_logits]
+    kd = [
+        distillation_loss(all_logits[m], teachers[n], temperature, problem_type)
+        for m, n in mutual_distillation_pairs(len(all_logits))
+    ]
+    return torch.stack(ce + kd, dim=-1)
+
+
+def mutual_distillation_pairs(num_exits: int) -> list[tuple[int, int]]:
+    """`(student, teacher)` exit indices of the distillation columns of `mutual_distillation_terms`, in order."""
+    return [(m, n) for m in range(num_exits) for n in range(num_exits) if n != m]
+
+
+def chained_distillation_loss(
+    all_logits: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    problem_type: str,
+    teachers: Sequence[int],
+    gamma: float,
+    temperature: float,
+) -> torch.Tensor:
+    """`CE(z_L, y) + sum_{i<L} [ (1 - gamma) CE(z_i, y) + gamma T^2 KL(sg(p_{t(i)}^T) || p_i^T) ]` per sample, where
+    `teachers[i] = t(i)` is the (deeper) exit that exit `i` learns from: `t(i) = i + 1` is layer-wise distillation
+    (Gu et al., IJSEKE 2023), `t(i) = L` last-layer ("vanilla") self-distillation."""
+    if len(teachers) != len(all_logits) - 1:
+        raise ValueError(f"{len(teachers)} teachers for {len(all_logits) - 1} intermediate exits; give one per exit.")
+    final = task_loss(all_logits[-1], labels, problem_type)
+    return final + sum(
+        (1 - gamma) * task_loss(z, labels, problem_type)
+        + gamma * distillation_loss(z, all_logits[t], temperature, problem_type)
+        for z, t in zip(all_logits[:-1], teachers)
+    )
+
+
 def project_conflicting(g_b: torch.Tensor, g_a: torch.Tensor) -> torch.Tensor:
     """Gradient projection (RomeBERT's released `--gp`, after PCGrad, Yu et al. 2020): if `<g_B, g_A> < 0`,
     `g_B <- g_B - (<g_B, g_A> / ||g_A||^2) g_A`, removing the component of `g_B` that opposes `g_A`."""
@@ -67,4 +113,13 @@ def project_conflicting(g_b: torch.Tensor, g_a: torch.Tensor) -> torch.Tensor:
     return g_b - dot / torch.dot(g_a, g_a).clamp_min(torch.finfo(g_a.dtype).tiny) * g_a
 
 
-__all__ = ["KD_REDUCTIONS", "distillation_loss", "project_conflicting", "task_loss", "weighted_exit_loss"]
+__all__ = [
+    "KD_REDUCTIONS",
+    "chained_distillation_loss",
+    "distillation_loss",
+    "mutual_distillation_pairs",
+    "mutual_distillation_terms",
+    "project_conflicting",
+    "task_loss",
+    "weighted_exit_loss",
+]

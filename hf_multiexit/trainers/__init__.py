@@ -2,8 +2,12 @@
 
 from .base import METHODS, MultiExitTrainer, MultiExitTrainingArguments, get_method, per_exit_metrics, register_method
 from .callbacks import StageCallback
+from .curriculum_config import CurriculumConfig
+from .curriculum_trainer import CurriculumTrainer
 from .deebert_config import DeeBertConfig
 from .deebert_trainer import DeeBertTrainer
+from .leebert_config import LeeBertConfig
+from .leebert_trainer import LeeBertTrainer
 from .pabee_config import PabeeConfig
 from .pabee_trainer import PabeeTrainer
 from .romebert_config import RomeBertConfig
@@ -11,8 +15,12 @@ from .romebert_trainer import RomeBertTrainer
 
 __all__ = [
     "METHODS",
+    "CurriculumConfig",
+    "CurriculumTrainer",
     "DeeBertConfig",
     "DeeBertTrainer",
+    "LeeBertConfig",
+    "LeeBertTrainer",
     "MultiExitTrainer",
     "MultiExitTrainingArguments",
     "PabeeConfig",

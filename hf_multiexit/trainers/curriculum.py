@@ -1,0 +1,198 @@
+"""Curriculum learning over training samples: difficulty scorers, pacing functions, a resumable sampler and the
+callback that keeps the curriculum in checkpoints.
+
+A curriculum sorts the training set from easy to hard (a difficulty scorer) and, at optimizer step `t`, draws
+each batch uniformly from the easiest `c(t)` fraction (a pacing function), as in competence-based curriculum
+learning (Platanios et al., NAACL 2019), the sample-level half of Gu et al. (IJSEKE 2023).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Sampler
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from ..losses import task_loss
+from ..models.multiexit_bert.exit_strategies import REGRESSION
+
+# ----------------------------------------------------------------------------------------------- pacing
+
+
+def sqrt_competence(step: int, total: int, initial: float, buckets: int) -> float:
+    """`c(t) = min(1, sqrt(t (1 - c0^2) / T + c0^2))` (Platanios et al. 2019): the pool grows fast, then slowly."""
+    return min(1.0, math.sqrt(step * (1 - initial**2) / total + initial**2))
+
+
+def linear_competence(step: int, total: int, initial: float, buckets: int) -> float:
+    """`c(t) = min(1, t (1 - c0) / T + c0)` (Platanios et al. 2019)."""
+    return min(1.0, step * (1 - initial) / total + initial)
+
+
+def baby_steps(step: int, total: int, initial: float, buckets: int) -> float:
+    """Baby steps (Spitkovsky et al. 2010; Cirik et al. 2016): `K` equal difficulty buckets, one more joining the
+    pool every `T / K` steps: `c(t) = min(1, (floor(t K / T) + 1) / K)`."""
+    return min(1.0, (math.floor(step * buckets / total) + 1) / buckets)
+
+
+PACING_FUNCTIONS: dict[str, Callable[[int, int, float, int], float]] = {
+    "sqrt": sqrt_competence,
+    "linear": linear_competence,
+    "baby_steps": baby_steps,
+}
+"""`pacing(t, T, c0, K)`: the fraction of the sorted training set available at optimizer step `t`; 1 from `T` on."""
+
+# ----------------------------------------------------------------------------------------------- difficulty
+
+
+@dataclass(frozen=True)
+class DifficultyScorer:
+    """`score(all_logits (N, E, C), labels (N,), lengths (N,), problem_type) -> (N,)` difficulties (higher is
+    harder); `needs_warmup`: the scores come from a model trained for a warm-up stage first."""
+
+    score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], torch.Tensor]
+    needs_warmup: bool
+
+
+def _mean_exit_loss(all_logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+    return torch.stack([task_loss(all_logits[:, e], labels, problem_type) for e in range(all_logits.shape[1])]).mean(0)
+
+
+def loss_difficulty(all_logits, labels, lengths, problem_type) -> torch.Tensor:
+    """The warm-up model's task loss averaged over its exits: hard = wrong or unsure at many exits."""
+    return _mean_exit_loss(all_logits, labels, problem_type)
+
+
+def first_correct_exit_difficulty(all_logits, labels, lengths, problem_type) -> torch.Tensor:
+    """The first exit (1-based) at which the warm-up model is right, `E + 1` when none is; ties (most samples
+    share an exit) are broken by the mean exit loss, mapped into `[0, 1)` by `l / (1 + l)`."""
+    if problem_type == REGRESSION:
+        raise ValueError("difficulty_scorer='first_correct_exit' needs a classification task; use 'loss' or 'length'.")
+    correct = all_logits.argmax(-1) == labels[:, None]
+    exits = all_logits.shape[1]
+    first = torch.where(correct.any(1), correct.float().argmax(1) + 1, torch.full_like(labels, exits + 1)).float()
+    loss = _mean_exit_loss(all_logits, labels, problem_type)
+    return first + loss / (1 + loss)
+
+
+def length_difficulty(all_logits, labels, lengths, problem_type) -> torch.Tensor:
+    """The number of tokens: longer inputs are harder (no warm-up model needed)."""
+    return lengths.float()
+
+
+DIFFICULTY_SCORERS: dict[str, DifficultyScorer] = {
+    "loss": DifficultyScorer(loss_difficulty, needs_warmup=True),
+    "first_correct_exit": DifficultyScorer(first_correct_exit_difficulty, needs_warmup=True),
+    "length": DifficultyScorer(length_difficulty, needs_warmup=False),
+}
+
+
+def difficulty_order(scores: torch.Tensor) -> list[int]:
+    """Sample indices from easiest to hardest (stable: equal scores keep dataset order)."""
+    return torch.argsort(scores, stable=True).tolist()
+
+
+# ----------------------------------------------------------------------------------------------- sampler
+
+
+class CurriculumSampler(Sampler[int]):
+    """Yields one epoch of `num_samples` indices, batch by batch: the batch at optimizer step `t` is drawn
+    uniformly without replacement from the easiest `max(batch, ceil(c(t) N))` samples of `order`.
+
+    `t` = (batches before this one, counting earlier epochs) // `batches_per_step`, where `batches_per_step` =
+    gradient accumulation steps x processes (accelerate hands consecutive batches to the processes). The indices
+    depend only on `(seed, epoch, order)`, so Trainer's resume, which sets the epoch and skips the batches already
+    trained, continues at exactly the same position. `order` is computed on first use by `order_fn` unless the
+    curriculum callback restored it from a checkpoint.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        batches_per_step: int,
+        competence: Callable[[int], float],
+        seed: int,
+        order_fn: Callable[[], Sequence[int]],
+    ):
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.batches_per_step = batches_per_step
+        self.competence = competence
+        self.seed = seed
+        self.order_fn = order_fn
+        self.order: list[int] | None = None
+        self.epoch = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def pool_size(self, step: int) -> int:
+        """How many of the easiest samples the batches of optimizer step `step` are drawn from."""
+        return min(self.num_samples, max(self.batch_size, math.ceil(self.competence(step) * self.num_samples)))
+
+    def __iter__(self) -> Iterator[int]:
+        if self.order is None:
+            self.order = [int(i) for i in self.order_fn()]
+        if len(self.order) != self.num_samples:
+            raise ValueError(f"The curriculum orders {len(self.order)} samples but the training set has "
+                             f"{self.num_samples}; resume with the training set the checkpoint was trained on.")
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.tensor(self.order)
+        for batch in range(self.batches_per_epoch):
+            step = (self.epoch * self.batches_per_epoch + batch) // self.batches_per_step
+            size = min(self.batch_size, self.num_samples - batch * self.batch_size)
+            pool = self.pool_size(step)
+            yield from order[torch.randperm(pool, generator=generator)[:size]].tolist()
+
+
+def find_sampler(dataloader) -> CurriculumSampler | None:
+    """The `CurriculumSampler` inside a (possibly accelerate-wrapped or batch-skipping) training dataloader."""
+    pending, seen = [dataloader], set()
+    while pending:
+        obj = pending.pop()
+        if isinstance(obj, CurriculumSampler):
+            return obj
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        pending += [getattr(obj, name, None) for name in ("sampler", "batch_sampler", "base_dataloader")]
+    return None
+
+
+class CurriculumCallback(TrainerCallback, ExportableState):
+    """Keeps the curriculum's sample order in every checkpoint's `trainer_state.json` (`stateful_callbacks`).
+
+    At the start of training it hands the order to the training dataloader's `CurriculumSampler`: the order stored
+    in the checkpoint being resumed when there is one (so warm-up scores are not recomputed from other weights),
+    else its own. Together with the sampler's determinism in `(seed, epoch)` and Trainer's batch skipping, a resumed
+    run sees the same batches, in the same order, as an uninterrupted one.
+    """
+
+    def __init__(self, order: list[int] | None = None):
+        self.order = order
+        self.sampler: CurriculumSampler | None = None
+
+    def state(self) -> dict:
+        order = self.sampler.order if self.sampler is not None and self.sampler.order is not None else self.order
+        return {"args": {"order": order}, "attributes": {}}
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        self.sampler = find_sampler(train_dataloader)
+        stored = state.stateful_callbacks.get(type(self).__name__) if state.stateful_callbacks else None
+        if isinstance(stored, list):
+            stored = stored[0] if stored else None
+        order = (stored or {}).get("args", {}).get("order") or self.order
+        if self.sampler is not None and order is not None:
+            self.sampler.order = list(order)

@@ -1,0 +1,85 @@
+"""Configuration of curriculum training with layer-wise distillation (Gu et al., "Accelerating Multi-Exit BERT
+Inference via Curriculum Learning and Knowledge Distillation", IJSEKE 2023)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .base import MultiExitTrainingArguments
+from .curriculum import DIFFICULTY_SCORERS, PACING_FUNCTIONS
+
+DISTILLATION_TEACHERS = {
+    "layerwise": lambda exit_index, num_exits: exit_index + 1,
+    "last_layer": lambda exit_index, num_exits: num_exits - 1,
+}
+"""`teacher(i, E)`: the exit (0-based) that intermediate exit `i` learns from."""
+
+
+@dataclass
+class CurriculumConfig(MultiExitTrainingArguments):
+    """Curriculum over training samples plus layer-wise (or last-layer) self-distillation. No code was released;
+    the reconstruction's choices are documented on each field and in `CurriculumTrainer`. Training defaults are
+    BERT fine-tuning's (lr 2e-5, batch 32, 3 epochs)."""
+
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (BERT fine-tuning's 2e-5)."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs of the curriculum stage."})
+    difficulty_scorer: str = field(
+        default="loss",
+        metadata={"help": f"One of {list(DIFFICULTY_SCORERS)}: 'loss' = a warm-up model's task loss averaged over "
+                  "its exits; 'first_correct_exit' = the first exit at which the warm-up model is right (ties by "
+                  "loss); 'length' = number of tokens (no warm-up)."},
+    )
+    difficulty_warmup_epochs: float = field(
+        default=1.0,
+        metadata={"help": "Epochs of the warm-up stage (uniform sampling, same objective) whose model scores the "
+                  "training set for 'loss' and 'first_correct_exit'; training continues from it."},
+    )
+    pacing: str = field(
+        default="sqrt",
+        metadata={"help": f"One of {list(PACING_FUNCTIONS)}: competence c(t) = min(1, sqrt(t (1 - c0^2) / T + "
+                  "c0^2)) ('sqrt'), min(1, t (1 - c0) / T + c0) ('linear'), or baby steps: min(1, (floor(t K / T) "
+                  "+ 1) / K) ('baby_steps')."},
+    )
+    initial_competence: float = field(
+        default=0.2, metadata={"help": "c0 in (0, 1]: the easiest fraction of the data available at step 0."}
+    )
+    curriculum_fraction: float = field(
+        default=0.5,
+        metadata={"help": "T as a fraction of the curriculum stage's optimizer steps, in (0, 1]: from then on every "
+                  "sample is in the pool (c = 1)."},
+    )
+    baby_steps_buckets: int = field(default=4, metadata={"help": "K, the number of difficulty buckets of 'baby_steps'."})
+    distillation: str = field(
+        default="layerwise",
+        metadata={"help": f"One of {list(DISTILLATION_TEACHERS)}: 'layerwise' = each exit learns from the next deeper "
+                  "one (Gu et al.); 'last_layer' = every exit learns from the final one ('vanilla')."},
+    )
+    gamma: float = field(
+        default=0.5, metadata={"help": "Weight of distillation vs. labels for the intermediate exits, in [0, 1]."}
+    )
+    temperature: float = field(default=3.0, metadata={"help": "Distillation temperature T > 0."})
+    patience: int = field(
+        default=3, metadata={"help": "Patience t saved as the model's default exit rule (exit_config.json)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        choices = {"difficulty_scorer": DIFFICULTY_SCORERS, "pacing": PACING_FUNCTIONS, "distillation": DISTILLATION_TEACHERS}
+        for name, registry in choices.items():
+            if getattr(self, name) not in registry:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {list(registry)}.")
+        if not self.difficulty_warmup_epochs > 0:
+            raise ValueError(f"difficulty_warmup_epochs={self.difficulty_warmup_epochs} must be > 0.")
+        if not 0.0 < self.initial_competence <= 1.0:
+            raise ValueError(f"initial_competence={self.initial_competence} is out of range: it must lie in (0, 1].")
+        if not 0.0 < self.curriculum_fraction <= 1.0:
+            raise ValueError(f"curriculum_fraction={self.curriculum_fraction} is out of range: it must lie in (0, 1].")
+        if self.baby_steps_buckets < 1:
+            raise ValueError(f"baby_steps_buckets={self.baby_steps_buckets} must be an integer >= 1.")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma={self.gamma} is out of range: it must lie in [0, 1].")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0.")
+        if self.patience < 0:
+            raise ValueError(f"patience={self.patience} must be an integer >= 0.")

@@ -1,0 +1,85 @@
+"""Configuration of LeeBERT training (Zhu, "LeeBERT: Learned Early Exit for BERT with cross-level optimization",
+ACL 2021)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .base import MultiExitTrainingArguments
+
+WEIGHT_NORMALIZATIONS = ("softmax", "sigmoid")
+
+
+@dataclass
+class LeeBertConfig(MultiExitTrainingArguments):
+    """LeeBERT: mutual distillation between all exits with learned loss-term weights, trained by cross-level
+    optimisation (CLO). No code was released; the reconstruction and its choices are documented in
+    `LeeBertTrainer`. Training defaults are PABEE's (lr 2e-5, batch 32, 5 epochs), whose setup LeeBERT follows."""
+
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of the model (PABEE's 2e-5)."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device (PABEE's 32)."})
+    num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs (PABEE's 5)."})
+    temperature: float = field(default=3.0, metadata={"help": "Distillation temperature T > 0 of every KL term."})
+    weight_normalization: str = field(
+        default="softmax",
+        metadata={"help": f"One of {list(WEIGHT_NORMALIZATIONS)}: how the learnable logits a become the loss-term "
+                  "weights w: 'softmax' w = softmax(a); 'sigmoid' w = sigmoid(a) / sum(sigmoid(a)). Both keep "
+                  "sum(w) = 1, so the weights cannot all collapse to zero."},
+    )
+    distillation_share: float = field(
+        default=0.5,
+        metadata={"help": "Initial total weight of the M(M-1) distillation terms, in [0, 1); the M cross-entropy "
+                  "terms share the rest. Each group starts uniform."},
+    )
+    weight_learning_rate: float = field(
+        default=1e-2,
+        metadata={"help": "Learning rate of the loss-weight logits (their own optimizer group, no weight decay, "
+                  "same schedule as the model)."},
+    )
+    clo_mix: float = field(
+        default=0.5,
+        metadata={"help": "CLO mixing coefficient lambda in [0, 1]: the weights' gradient is lambda * (single-level "
+                  "gradient on D1) + (1 - lambda) * (one-step-unrolled bi-level gradient on D2). 1 = single-level "
+                  "only (no split, no unrolling); 0 = bi-level only."},
+    )
+    bilevel_split: float = field(
+        default=0.2,
+        metadata={"help": "Fraction of the training set held out as D2 for the bi-level gradient, in (0, 1); the "
+                  "model trains on the rest (D1). Unused when clo_mix = 1."},
+    )
+    unroll_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Step size xi of the virtual SGD step theta' = theta - xi grad L_D1 (None: the model's "
+                  "current learning rate, as in DARTS)."},
+    )
+    finite_difference_eps: float = field(
+        default=0.01,
+        metadata={"help": "DARTS' finite-difference radius: theta +- (eps / ||v||) v, v = grad of the D2 loss at "
+                  "theta'."},
+    )
+    patience: int = field(
+        default=3, metadata={"help": "Patience t saved as the model's default exit rule (exit_config.json)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0.")
+        if self.weight_normalization not in WEIGHT_NORMALIZATIONS:
+            raise ValueError(
+                f"weight_normalization={self.weight_normalization!r} is not one of {list(WEIGHT_NORMALIZATIONS)}."
+            )
+        if not 0.0 <= self.distillation_share < 1.0:
+            raise ValueError(f"distillation_share={self.distillation_share} is out of range: it must lie in [0, 1).")
+        if not self.weight_learning_rate >= 0:
+            raise ValueError(f"weight_learning_rate={self.weight_learning_rate} must be >= 0.")
+        if not 0.0 <= self.clo_mix <= 1.0:
+            raise ValueError(f"clo_mix={self.clo_mix} is out of range: it must lie in [0, 1].")
+        if not 0.0 < self.bilevel_split < 1.0:
+            raise ValueError(f"bilevel_split={self.bilevel_split} is out of range: it must lie in (0, 1).")
+        if self.unroll_learning_rate is not None and not self.unroll_learning_rate > 0:
+            raise ValueError(f"unroll_learning_rate={self.unroll_learning_rate} must be a positive number or None.")
+        if not self.finite_difference_eps > 0:
+            raise ValueError(f"finite_difference_eps={self.finite_difference_eps} must be > 0.")
+        if self.patience < 0:
+            raise ValueError(f"patience={self.patience} must be an integer >= 0.")

@@ -1,0 +1,292 @@
+"""LeeBERT training (Zhu, "LeeBERT: Learned Early Exit for BERT with cross-level optimization", ACL 2021).
+
+No code was released; this is the reconstruction of `ALGORITHMS.md`, with every choice configurable in `LeeBertConfig`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from ..losses import mutual_distillation_pairs, mutual_distillation_terms, task_loss
+from ..models.multiexit_bert import ExitConfig
+from .base import MultiExitTrainer, register_method
+from .leebert_config import LeeBertConfig
+
+LEARNED_WEIGHTS_KEY = "leebert_loss_weights"
+"""`config.json` entry holding the learned loss-term weights of a LeeBERT-trained model (and its checkpoints)."""
+
+
+@dataclass(frozen=True)
+class WeightNormalization:
+    """`weights(a)`: learnable logits to weights summing to 1; `logits(w)`: logits whose weights are `w`."""
+
+    weights: Callable[[torch.Tensor], torch.Tensor]
+    logits: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _sigmoid_weights(logits: torch.Tensor) -> torch.Tensor:
+    gates = torch.sigmoid(logits)
+    return gates / gates.sum()
+
+
+WEIGHT_NORMALIZATIONS: dict[str, WeightNormalization] = {
+    "softmax": WeightNormalization(lambda a: torch.softmax(a, dim=-1), lambda w: torch.log(w.clamp_min(1e-12))),
+    # Gates proportional to w and at most 1/2, away from the sigmoid's flat tails.
+    "sigmoid": WeightNormalization(_sigmoid_weights, lambda w: torch.logit(w.clamp_min(1e-12) / (2 * w.max()))),
+}
+
+
+def initial_loss_weights(num_exits: int, distillation_share: float) -> torch.Tensor:
+    """Weights of the `M^2` terms of `mutual_distillation_terms` at the start: the `M` cross-entropy terms share
+    `1 - distillation_share` equally, the `M(M-1)` distillation terms `distillation_share`."""
+    if num_exits == 1:
+        return torch.ones(1)
+    pairs = num_exits * (num_exits - 1)
+    return torch.tensor([(1 - distillation_share) / num_exits] * num_exits + [distillation_share / pairs] * pairs)
+
+
+def split_dataset(dataset, held_out: float, seed: int) -> tuple[Any, Any]:
+    """`(D1, D2)`: a seeded random `held_out` fraction of `dataset` as D2 (at least one example each side)."""
+    size = len(dataset)
+    if size < 2:
+        raise ValueError(f"Cross-level optimisation splits the training set into D1 and D2; it has {size} example(s).")
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = min(max(1, round(held_out * size)), size - 1)
+    d2, d1 = sorted(order[:held]), sorted(order[held:])
+    if hasattr(dataset, "select"):  # datasets.Dataset keeps its type (and column handling in Trainer)
+        return dataset.select(d1), dataset.select(d2)
+    return Subset(dataset, d1), Subset(dataset, d2)
+
+
+@register_method("leebert", LeeBertConfig)
+class LeeBertTrainer(MultiExitTrainer):
+    """Mutual distillation between all exits with learned loss-term weights (LeeBERT):
+
+        L(theta, a) = sum_m w_m CE(z_m, y) + sum_{m != n} w_{m,n} T^2 KL(sg(p_n^T) || p_m^T),   w = norm(a)
+
+    - Weights: one learnable logit per term (`M^2` for `M` exits), `norm` = softmax (default) or normalised sigmoid
+      (`weight_normalization`), so `sum w = 1` and they cannot collapse to zero. They start with `distillation_share`
+      of the mass on the distillation terms. They live in the trainer, in their own optimizer group
+      (`weight_learning_rate`, no weight decay), are logged as `loss_weight_ce_<m>` / `loss_weight_kd_<m>_<n>`
+      (student m, teacher n), and are saved in the model's `config.json` under `leebert_loss_weights` (also in
+      every checkpoint, from which a resumed run restores them).
+    - Cross-level optimisation (CLO): the training set is split into D1 and D2 (`bilevel_split` of it held out as
+      D2, seeded); theta steps on D1 with the usual optimizer. The logits `a` step on
+      `lambda * grad_a L_D1(theta, a) + (1 - lambda) * g_bi`, `lambda = clo_mix`, where `g_bi` is the one-step
+      unrolled bi-level gradient of the D2 loss, computed as in DARTS (Liu et al., ICLR 2019) with a finite
+      difference:
+
+          theta' = theta - xi grad_theta L_D1(theta, a),   v = grad_theta' L_D2(theta'),
+          g_bi = -xi [grad_a L_D1(theta + eps v, a) - grad_a L_D1(theta - eps v, a)] / (2 eps),  eps = r / ||v||
+
+      The outer loss `L_D2` is the unweighted mean of all exits' CE: it does not depend on `a` (otherwise the
+      weights would simply pick the smallest terms), so the direct term of DARTS' gradient vanishes. `xi` is the
+      model's current learning rate (`unroll_learning_rate` overrides it) and the virtual step is plain SGD on the
+      micro-batch's gradient (Adam's step is not differentiable in `a` in closed form). The D2 loss and the two
+      D1 evaluations at `theta +- eps v` run without dropout, so the finite difference measures the network and
+      not two different dropout masks; `grad_a L_D1(theta +- eps v, a) = J_w(a)^T terms(theta +- eps v)` needs
+      only forward passes. Because the model's gradient treats every teacher as a constant (`sg`), the teachers'
+      logits in those two evaluations stay at `theta`: the difference is then the derivative of the update the
+      optimizer really takes (perturbing the teachers too would add a term the update does not contain). Per
+      optimizer step CLO costs one extra forward + backward on a D2 batch and three forwards on the D1 batch. `clo_mix = 1` is single-level optimisation (no split). After a resume the D2 batches
+      are a fresh seeded stream.
+
+    Inference uses PABEE's patience exit (`patience`).
+    """
+
+    args: LeeBertConfig
+
+    def __init__(self, model=None, args: LeeBertConfig | None = None, train_dataset=None, **kwargs):
+        super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
+        layers = self.exit_layers
+        self.term_names = [f"ce_{layer}" for layer in layers] + [
+            f"kd_{layers[m]}_{layers[n]}" for m, n in mutual_distillation_pairs(len(layers))
+        ]
+        self.normalization = WEIGHT_NORMALIZATIONS[self.args.weight_normalization]
+        initial = initial_loss_weights(len(layers), self.args.distillation_share)
+        self.loss_weight_logits = torch.nn.Parameter(self.normalization.logits(initial).to(self.args.device))
+        self.bilevel_dataset = None
+        if self.args.clo_mix < 1 and train_dataset is not None:
+            self.train_dataset, self.bilevel_dataset = split_dataset(train_dataset, self.args.bilevel_split, self.args.seed)
+        self._bilevel_batches = None
+        self._weight_grad_norms = torch.zeros(2)
+        self._weight_grad_steps = 0
+
+    # ----------------------------------------------------------------------------------------------- objective
+    def loss_weights(self) -> torch.Tensor:
+        """The current weights `w = norm(a)` of the `M^2` loss terms (named in `term_names`)."""
+        return self.normalization.weights(self.loss_weight_logits)
+
+    def objective(self, outputs, labels):
+        terms = mutual_distillation_terms(outputs.all_logits, labels, self.problem_type, self.args.temperature)
+        return {"weighted": terms @ self.loss_weights().to(terms.dtype)}
+
+    def outer_loss(self, model, inputs: dict[str, Any]) -> torch.Tensor:
+        """The bi-level outer objective on a D2 batch: the mean over exits of each exit's mean CE."""
+        labels = inputs["labels"]
+        outputs = self.model_outputs(model, inputs)
+        return torch.stack([task_loss(z, labels, self.problem_type).mean() for z in outputs.all_logits]).mean()
+
+    def default_exit_config(self) -> ExitConfig:
+        return ExitConfig(exit_strategy="patience", patience=self.args.patience)
+
+    # ----------------------------------------------------------------------------------------------- optimisation
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        optimizer = super().create_optimizer(model)
+        optimizer.add_param_group(
+            {"params": [self.loss_weight_logits], "lr": self.args.weight_learning_rate, "weight_decay": 0.0}
+        )
+        # Trainer zeroes only the model's gradients after a step.
+        optimizer.register_step_post_hook(lambda *_: setattr(self.loss_weight_logits, "grad", None))
+        return optimizer
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The ordinary step on the D1 batch (its backward also gives the single-level gradient of `a`), then, with
+        CLO, the bi-level gradient on a D2 batch, mixed into `a`'s gradient. Both parts are this micro-batch's share,
+        so gradient accumulation sums them like the model's gradients."""
+        weights = self.loss_weight_logits
+        if self.bilevel_dataset is None:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            self._sync_weight_gradient()
+            return loss
+        params = [p for p in self.accelerator.unwrap_model(model).parameters() if p.requires_grad]
+        before = [None if p.grad is None else p.grad.clone() for p in params]
+        weights_before = torch.zeros_like(weights) if weights.grad is None else weights.grad.clone()
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # What backward added is `1 / share` of the micro-batch's mean gradient (the virtual step's direction).
+        labels = inputs["labels"]
+        fraction = float(self.reduce(torch.ones(len(labels)), labels, num_items_in_batch))
+        share = 1 / fraction if num_items_in_batch is not None else self.current_gradient_accumulation_steps
+        train_gradient = [
+            (torch.zeros_like(p) if p.grad is None else p.grad if b is None else p.grad - b) * share
+            for p, b in zip(params, before)
+        ]
+        single = weights.grad - weights_before
+        xi = self.args.unroll_learning_rate or self.lr_scheduler.get_last_lr()[0]
+        bilevel = self.bilevel_gradient(
+            model, self._prepare_inputs(inputs), self._prepare_inputs(self._next_bilevel_batch()), train_gradient, xi
+        ) / share
+        mix = self.args.clo_mix
+        weights.grad = weights_before + mix * single + (1 - mix) * bilevel
+        self._weight_grad_norms += torch.stack([single.norm(), bilevel.norm()]).detach().cpu() * share
+        self._weight_grad_steps += 1
+        self._sync_weight_gradient()
+        return loss
+
+    def bilevel_gradient(
+        self, model, d1_inputs: dict, d2_inputs: dict, train_gradient: list[torch.Tensor], xi: float
+    ) -> torch.Tensor:
+        """DARTS' finite-difference estimate of `d/da L_D2(theta - xi * train_gradient(a))`, where
+        `train_gradient = grad_theta L_D1(theta, a)` on `d1_inputs` for the trainable parameters (in order)."""
+        net = self.accelerator.unwrap_model(model)
+        params = [p for p in net.parameters() if p.requires_grad]
+        original = [p.detach().clone() for p in params]
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad(), self.compute_loss_context_manager():
+                # The update differentiates the students only (teachers detached), so the teachers stay at theta.
+                teachers = self.model_outputs(net, d1_inputs).all_logits
+                for p, g in zip(params, train_gradient):
+                    p.sub_(xi * g)
+            with self.compute_loss_context_manager():
+                outer = self.outer_loss(net, d2_inputs)
+            v = torch.autograd.grad(outer, params, allow_unused=True)
+            v = [torch.zeros_like(p) if g is None else g for p, g in zip(params, v)]
+            norm = torch.sqrt(sum((g.float() ** 2).sum() for g in v))
+            radius = self.args.finite_difference_eps / norm.clamp_min(torch.finfo(norm.dtype).tiny)
+            mean_terms = []
+            with torch.no_grad(), self.compute_loss_context_manager():
+                for sign in (1.0, -1.0):
+                    for p, p0, g in zip(params, original, v):
+                        p.copy_(p0 + sign * radius * g)
+                    outputs = self.model_outputs(net, d1_inputs)
+                    terms = mutual_distillation_terms(
+                        outputs.all_logits, d1_inputs["labels"], self.problem_type, self.args.temperature, teachers
+                    )
+                    mean_terms.append(terms.mean(0))
+        finally:
+            with torch.no_grad():
+                for p, p0 in zip(params, original):
+                    p.copy_(p0)
+            net.train(was_training)
+        # grad_a L_D1(theta', a) = J_w(a)^T terms(theta'): the difference needs no backward through the network.
+        difference = (mean_terms[0] - mean_terms[1]) / (2 * radius)
+        weighted = self.loss_weights() @ difference.to(self.loss_weight_logits.dtype)
+        return -xi * torch.autograd.grad(weighted, self.loss_weight_logits)[0]
+
+    def _next_bilevel_batch(self) -> dict[str, Any]:
+        """The next D2 batch from an endless seeded shuffle (plain DataLoader: D2 is not sharded over processes)."""
+        if self._bilevel_batches is None:
+            dataset, collator = self.bilevel_dataset, self.data_collator
+            if hasattr(dataset, "column_names"):
+                dataset = self._remove_unused_columns(dataset, description="bilevel (D2)")
+            else:
+                collator = self._get_collator_with_removed_columns(collator, description="bilevel (D2)")
+            generator = torch.Generator().manual_seed(self.args.seed)
+            loader = DataLoader(dataset, batch_size=self._train_batch_size, shuffle=True, collate_fn=collator, generator=generator)
+            self._bilevel_batches = (batch for _ in itertools.count() for batch in loader)
+        return next(self._bilevel_batches)
+
+    def _sync_weight_gradient(self) -> None:
+        """`a` is not part of the (DDP-wrapped) model, so its gradient is averaged over processes here."""
+        grad = self.loss_weight_logits.grad
+        if grad is not None and self.accelerator.num_processes > 1 and self.accelerator.sync_gradients:
+            torch.distributed.all_reduce(grad)
+            grad /= self.accelerator.num_processes
+
+    # ----------------------------------------------------------------------------------------------- log and save
+    def learned_weights(self) -> dict[str, Any]:
+        """What is saved in `config.json` (`leebert_loss_weights`): the normalisation, logits and named weights."""
+        weights = self.loss_weights().detach().cpu().tolist()
+        return {
+            "normalization": self.args.weight_normalization,
+            "logits": self.loss_weight_logits.detach().cpu().tolist(),
+            "weights": dict(zip(self.term_names, weights)),
+        }
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs:
+            weights = self.loss_weights().detach().cpu().tolist()
+            logs.update({f"loss_weight_{name}": round(w, 5) for name, w in zip(self.term_names, weights)})
+            if self._weight_grad_steps:
+                single, bilevel = (self._weight_grad_norms / self._weight_grad_steps).tolist()
+                logs.update(clo_single_grad_norm=single, clo_bilevel_grad_norm=bilevel)
+                self._weight_grad_norms, self._weight_grad_steps = torch.zeros(2), 0
+        super().log(logs, *args, **kwargs)
+
+    def store_learned_weights(self) -> None:
+        setattr(self.accelerator.unwrap_model(self.model).config, LEARNED_WEIGHTS_KEY, self.learned_weights())
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.store_learned_weights()
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        self.store_learned_weights()
+        super()._save(output_dir, state_dict)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        with open(os.path.join(resume_from_checkpoint, "config.json"), encoding="utf-8") as f:
+            stored = json.load(f).get(LEARNED_WEIGHTS_KEY)
+        if stored is None:
+            raise ValueError(f"{resume_from_checkpoint}/config.json has no {LEARNED_WEIGHTS_KEY!r}; pass a checkpoint "
+                             "written by LeeBertTrainer.")
+        if stored["normalization"] != self.args.weight_normalization:
+            raise ValueError(f"{resume_from_checkpoint} was trained with weight_normalization="
+                             f"{stored['normalization']!r}, this run uses {self.args.weight_normalization!r}.")
+        with torch.no_grad():
+            self.loss_weight_logits.copy_(torch.tensor(stored["logits"]))

@@ -1,0 +1,198 @@
+"""Curriculum training: pacing formulas, difficulty scorers, the sampler's schedule, resuming at the same batch with
+the checkpoint's order, layer-wise vs. last-layer distillation, and a short run on the real MiniLM-L6 and SST-2."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from hf_multiexit import CurriculumConfig, CurriculumTrainer
+from hf_multiexit.cli import main
+from hf_multiexit.losses import chained_distillation_loss, task_loss
+from hf_multiexit.trainers.curriculum import (
+    PACING_FUNCTIONS,
+    CurriculumSampler,
+    baby_steps,
+    difficulty_order,
+    first_correct_exit_difficulty,
+    length_difficulty,
+    linear_competence,
+    loss_difficulty,
+    sqrt_competence,
+)
+from test_cli import train_args
+from test_trainers import ToyTask, toy_args, toy_model, weights
+
+SINGLE = "single_label_classification"
+
+
+def test_pacing_functions_match_their_formulas():
+    assert set(PACING_FUNCTIONS) == {"sqrt", "linear", "baby_steps"}
+    assert sqrt_competence(0, 100, 0.2, 4) == pytest.approx(0.2)
+    assert sqrt_competence(30, 100, 0.2, 4) == pytest.approx(math.sqrt(30 * (1 - 0.04) / 100 + 0.04))
+    assert sqrt_competence(100, 100, 0.2, 4) == pytest.approx(1.0) and sqrt_competence(500, 100, 0.2, 4) == 1.0
+    assert [linear_competence(t, 100, 0.2, 4) for t in (0, 50, 100, 200)] == pytest.approx([0.2, 0.6, 1.0, 1.0])
+    assert [baby_steps(t, 100, 0.2, 4) for t in (0, 24, 25, 74, 75, 99, 300)] == [0.25, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_difficulty_scorers_and_order():
+    # Label 0 everywhere: sample 0 right at exit 1, sample 1 only at exit 2, sample 2 never.
+    logits = torch.tensor([[[2.0, 0.0], [3.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]], [[0.0, 2.0], [0.0, 1.0]]])
+    labels = torch.tensor([0, 0, 0])
+
+    def ce(z, y):
+        return math.log(sum(math.exp(v) for v in z)) - z[y]
+
+    loss = torch.tensor([sum(ce(z, 0) for z in sample) / 2 for sample in logits.tolist()])
+    torch.testing.assert_close(loss_difficulty(logits, labels, None, SINGLE), loss)
+    torch.testing.assert_close(
+        first_correct_exit_difficulty(logits, labels, None, SINGLE), torch.tensor([1.0, 2.0, 3.0]) + loss / (1 + loss)
+    )
+    torch.testing.assert_close(length_difficulty(None, None, torch.tensor([5, 2]), SINGLE), torch.tensor([5.0, 2.0]))
+    assert difficulty_order(torch.tensor([3.0, 1.0, 2.0, 1.0])) == [1, 3, 2, 0]  # ties keep dataset order
+    with pytest.raises(ValueError, match="first_correct_exit' needs a classification task"):
+        first_correct_exit_difficulty(logits[:, :, :1], labels.float(), None, "regression")
+
+
+def test_sampler_draws_every_batch_from_the_competence_pool():
+    size, batch, per_step, total, c0 = 40, 4, 2, 6, 0.2
+    order = list(reversed(range(size)))  # sample 39 is the easiest
+
+    def competence(step):
+        return sqrt_competence(step, total, c0, 4)
+
+    sampler = CurriculumSampler(size, batch, per_step, competence, seed=7, order_fn=lambda: order)
+    assert sampler.pool_size(0) == 8 and sampler.pool_size(total) == size
+    epochs = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        indices = list(sampler)
+        assert len(indices) == size and indices == list(sampler)  # deterministic in (seed, epoch)
+        for b in range(size // batch):
+            step = (epoch * (size // batch) + b) // per_step
+            pool = max(batch, math.ceil(competence(step) * size))
+            drawn = indices[b * batch : (b + 1) * batch]
+            assert len(set(drawn)) == batch and set(drawn) <= set(order[:pool]), (epoch, b)
+        epochs.append(indices)
+    assert epochs[0] != epochs[1]
+    assert set(epochs[0][:8]) <= set(range(32, 40))  # steps 0-1: only the 8 easiest
+    uneven = CurriculumSampler(10, 4, 1, lambda step: 1.0, seed=0, order_fn=lambda: range(10))
+    assert len(list(uneven)) == 10  # last batch of 2
+    wrong = CurriculumSampler(10, 4, 1, lambda step: 1.0, seed=0, order_fn=lambda: range(9))
+    with pytest.raises(ValueError, match="orders 9 samples but the training set has 10"):
+        list(wrong)
+
+
+def record_sampler_epochs(monkeypatch):
+    """Every epoch of indices any CurriculumSampler yields, in order."""
+    epochs = []
+    original = CurriculumSampler.__iter__
+
+    def recording(self):
+        epochs.append(list(original(self)))
+        return iter(epochs[-1])
+
+    monkeypatch.setattr(CurriculumSampler, "__iter__", recording)
+    return epochs
+
+
+def test_curriculum_orders_by_the_warmup_model_and_resumes_at_the_same_batch(tmp_path, monkeypatch):
+    data = ToyTask(32)
+    epochs = record_sampler_epochs(monkeypatch)
+    extra = dict(per_device_train_batch_size=4, num_train_epochs=2, difficulty_scorer="loss", initial_competence=0.25)
+    model = toy_model()
+    trainer = CurriculumTrainer(
+        model=model, args=toy_args(CurriculumConfig, tmp_path, save_strategy="steps", save_steps=5, **extra), train_dataset=data
+    )
+    assert trainer.stages == ("warmup", "curriculum")
+    warmed = {}
+    original_begin = trainer.begin_stage
+    trainer.begin_stage = lambda index: (warmed.setdefault(index, weights(model)), original_begin(index))
+    trainer.train()
+    assert len(epochs) == 2  # the warm-up stage samples uniformly, the curriculum stage's two epochs
+    # The order is the warm-up model's mean exit loss, easiest first.
+    scorer = toy_model()
+    scorer.load_state_dict(warmed[1])
+    ids = torch.stack([data[i]["input_ids"] for i in range(32)])
+    with torch.no_grad():
+        logits = torch.stack(scorer.eval()(ids, output_all_exits=True).all_logits, dim=1)
+    loss = torch.stack([task_loss(logits[:, e], data.labels, SINGLE) for e in range(4)]).mean(0)
+    order = json.loads((tmp_path / "out" / "stage-2" / "checkpoint-5" / "trainer_state.json").read_text())[
+        "stateful_callbacks"]["CurriculumCallback"]["args"]["order"]
+    assert order == difficulty_order(loss)
+    assert set(epochs[0][:4]) <= set(order[: math.ceil(0.25 * 32)])  # step 0 draws from the easiest quarter
+    # Resume mid-epoch (step 5 of 8) from other initial weights: same order from the checkpoint (no rescoring),
+    # same batches, same final weights.
+    resumed_model = toy_model(seed=5)
+    resumed = CurriculumTrainer(model=resumed_model, args=toy_args(CurriculumConfig, tmp_path, **extra), train_dataset=data)
+    resumed.difficulty_scores = lambda dataset: pytest.fail("a resumed curriculum must reuse the checkpoint's order")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "stage-2" / "checkpoint-5"))
+    assert epochs[2:] == epochs[:2]
+    for name, value in weights(model).items():
+        torch.testing.assert_close(weights(resumed_model)[name], value, msg=name)
+
+
+def test_length_curriculum_has_one_stage_and_orders_by_tokens(tmp_path):
+    data = ToyTask(16)
+    data.lengths = torch.arange(16) % 5 + 3
+
+    class Lengths(torch.utils.data.Dataset):
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            item = dict(data[i])
+            item["attention_mask"] = (torch.arange(8) < data.lengths[i]).long()
+            return item
+
+    args = toy_args(CurriculumConfig, tmp_path, difficulty_scorer="length", pacing="baby_steps", num_train_epochs=1)
+    trainer = CurriculumTrainer(model=toy_model(), args=args, train_dataset=Lengths())
+    assert trainer.stages == ("curriculum",)
+    trainer.train()
+    sampler = trainer.callback_handler.callbacks[-1].sampler
+    assert sampler.order == difficulty_order(data.lengths.float())
+    assert trainer.model.exit_config.exit_strategy == "patience"
+
+
+@pytest.mark.parametrize("distillation, teachers", [("layerwise", [1, 2, 3]), ("last_layer", [3, 3, 3])])
+def test_distillation_teachers(tmp_path, distillation, teachers):
+    data = ToyTask(8)
+    model = toy_model().train()
+    args = toy_args(CurriculumConfig, tmp_path, distillation=distillation, gamma=0.3, temperature=2.0)
+    trainer = CurriculumTrainer(model=model, args=args, train_dataset=data)
+    ids = torch.stack([data[i]["input_ids"] for i in range(8)])
+    out = model(ids, output_all_exits=True)
+    terms = trainer.objective(out, data.labels[:8])
+    expected = chained_distillation_loss(out.all_logits, data.labels[:8], SINGLE, teachers, 0.3, 2.0)
+    assert list(terms) == [distillation]
+    torch.testing.assert_close(terms[distillation], expected)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"difficulty_scorer": "bleu"}, r"difficulty_scorer='bleu' is not one of \['loss', 'first_correct_exit', 'length'\]"),
+        ({"pacing": "step"}, r"pacing='step' is not one of \['sqrt', 'linear', 'baby_steps'\]"),
+        ({"distillation": "deep"}, r"distillation='deep' is not one of \['layerwise', 'last_layer'\]"),
+        ({"initial_competence": 0.0}, r"initial_competence=0.0 is out of range"),
+        ({"curriculum_fraction": 1.5}, r"curriculum_fraction=1.5 is out of range"),
+        ({"baby_steps_buckets": 0}, r"baby_steps_buckets=0 must be an integer >= 1"),
+        ({"difficulty_warmup_epochs": 0}, r"difficulty_warmup_epochs=0 must be > 0"),
+        ({"gamma": -0.1}, r"gamma=-0.1 is out of range"),
+    ],
+)
+def test_bad_curriculum_options(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        toy_args(CurriculumConfig, tmp_path, **kwargs)
+
+
+def test_curriculum_command_on_real_minilm_and_sst2(minilm_path, glue_dir, tmp_path):
+    out = tmp_path / "curriculum"
+    argv = train_args(minilm_path, glue_dir, out, "curriculum", "--max_train_samples", "64", "--exit_pooling", "mean",
+                      "--learning_rate", "1e-4", "--difficulty_scorer", "first_correct_exit", "--distillation", "last_layer")
+    assert main(argv) == 0
+    report = json.loads((out / "eval_results.json").read_text())
+    assert report["method"] == "curriculum" and report["config"]["distillation"] == "last_layer"
+    assert [entry["layer"] for entry in report["per_exit"]] == [1, 2, 3, 4, 5, 6]
+    assert json.loads((out / "exit_config.json").read_text())["exit_strategy"] == "patience"

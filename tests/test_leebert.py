@@ -1,0 +1,187 @@
+"""LeeBERT: learned loss weights, cross-level optimisation, the bi-level gradient against finite differences,
+saving and resuming the weights, and a few steps on the real MiniLM-L6 and SST-2 through the command line."""
+
+import json
+
+import pytest
+import torch
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from hf_multiexit import LeeBertConfig, LeeBertTrainer, MultiExitBertForSequenceClassification
+from hf_multiexit.cli import main
+from hf_multiexit.losses import mutual_distillation_terms, task_loss
+from hf_multiexit.trainers.leebert_trainer import WEIGHT_NORMALIZATIONS, initial_loss_weights, split_dataset
+from test_cli import train_args
+from test_trainers import ToyTask, toy_args, toy_model, weights
+
+SINGLE = "single_label_classification"
+
+
+def batch_of(dataset, indices):
+    return {k: torch.stack([dataset[i][k] for i in indices]) for k in ("input_ids", "attention_mask", "labels")}
+
+
+def test_initial_weights_and_normalizations():
+    w = initial_loss_weights(4, 0.5)
+    torch.testing.assert_close(w, torch.tensor([0.125] * 4 + [0.5 / 12] * 12))
+    for name, norm in WEIGHT_NORMALIZATIONS.items():
+        torch.testing.assert_close(norm.weights(norm.logits(w)), w, msg=name)  # starts exactly at w
+    a = torch.tensor([0.0, 1.0, -2.0])
+    torch.testing.assert_close(WEIGHT_NORMALIZATIONS["sigmoid"].weights(a), torch.sigmoid(a) / torch.sigmoid(a).sum())
+    assert initial_loss_weights(1, 0.5).tolist() == [1.0]
+
+
+def test_split_is_seeded_and_disjoint():
+    d1, d2 = split_dataset(ToyTask(50), 0.2, seed=3)
+    assert len(d2) == 10 and len(d1) == 40 and not set(d1.indices) & set(d2.indices)
+    assert split_dataset(ToyTask(50), 0.2, seed=3)[1].indices == d2.indices
+    with pytest.raises(ValueError, match="it has 1 example"):
+        split_dataset(ToyTask(1), 0.2, seed=0)
+
+
+def test_leebert_trains_logs_and_saves_the_learned_weights(tmp_path):
+    model = toy_model(exit_head="linear")
+    args = toy_args(LeeBertConfig, tmp_path, weight_learning_rate=0.05)
+    trainer = LeeBertTrainer(model=model, args=args, train_dataset=ToyTask(40), eval_dataset=ToyTask(16, seed=1))
+    assert len(trainer.train_dataset) == 32 and len(trainer.bilevel_dataset) == 8  # bilevel_split 0.2
+    start = trainer.loss_weights().detach().clone()
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    names = {f"loss_weight_ce_{i}" for i in range(1, 5)} | {"loss_weight_kd_1_4", "loss_weight_kd_4_1"}
+    assert logged and all(names <= set(entry) for entry in logged)
+    assert all(entry["clo_single_grad_norm"] > 0 and entry["clo_bilevel_grad_norm"] > 0 for entry in logged)
+    learned = trainer.loss_weights().detach()
+    assert not torch.allclose(learned, start) and abs(float(learned.sum()) - 1) < 1e-5
+    metrics = trainer.evaluate()
+    assert {f"eval_exit_{layer}_accuracy" for layer in range(1, 5)} <= set(metrics)
+    model.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())["leebert_loss_weights"]
+    assert saved["normalization"] == "softmax" and len(saved["weights"]) == 16
+    torch.testing.assert_close(torch.tensor(list(saved["weights"].values())), learned.cpu())
+    assert json.loads((tmp_path / "saved" / "exit_config.json").read_text())["exit_strategy"] == "patience"
+
+
+@pytest.mark.parametrize("mix", [0.0, 0.5, 1.0])
+def test_weight_gradient_mixes_both_splits(tmp_path, mix):
+    """One step by hand: a's gradient is mix * grad_a L_D1 + (1 - mix) * (bi-level gradient on D2), both non-zero;
+    mix = 1 needs no D2. An optimizer step then moves the weights."""
+    data = ToyTask(16)
+    model = toy_model(exit_head="linear").train()
+    args = toy_args(LeeBertConfig, tmp_path, clo_mix=mix, per_device_train_batch_size=8, max_steps=1)
+    trainer = LeeBertTrainer(model=model, args=args, train_dataset=data)
+    assert (trainer.bilevel_dataset is None) == (mix == 1.0)
+    trainer.create_optimizer_and_scheduler(num_training_steps=1)
+    d1, d2 = batch_of(data, range(8)), batch_of(data, range(8, 16))
+    trainer._next_bilevel_batch = lambda: d2
+    a = trainer.loss_weight_logits
+    # By hand: the single-level gradient and the model's gradient on D1, and the bi-level gradient.
+    out = model(d1["input_ids"], d1["attention_mask"], output_all_exits=True)
+    loss = mutual_distillation_terms(out.all_logits, d1["labels"], SINGLE, 3.0).mean(0) @ trainer.loss_weights()
+    params = [p for p in model.parameters() if p.requires_grad]
+    *train_gradient, single = torch.autograd.grad(loss, params + [a])
+    xi = trainer.lr_scheduler.get_last_lr()[0]
+    bilevel = trainer.bilevel_gradient(model, d1, d2, train_gradient, xi)
+    assert single.abs().sum() > 0 and bilevel.abs().sum() > 0
+    trainer.training_step(model, dict(d1), num_items_in_batch=torch.tensor(8))
+    expected = mix * single + (1 - mix) * bilevel if mix < 1 else single
+    torch.testing.assert_close(a.grad, expected, atol=1e-7, rtol=1e-4)
+    before = a.detach().clone()
+    trainer.optimizer.step()
+    assert not torch.equal(a.detach(), before) and a.grad is None  # moved, and the step hook cleared the gradient
+
+
+def unrolled_outer_loss(model, a, d1, d2, xi):
+    """L_D2(theta - xi grad_theta L_D1(theta, a)): the mean over exits of CE on D2, differentiable in a."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    out = model(d1["input_ids"], d1["attention_mask"], output_all_exits=True)
+    w = WEIGHT_NORMALIZATIONS["softmax"].weights(a)
+    inner = mutual_distillation_terms(out.all_logits, d1["labels"], SINGLE, 3.0).mean(0) @ w
+    grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
+    unrolled = {n: p - xi * g for (n, p), g in zip(params.items(), grads)}
+    out2 = functional_call(model, unrolled, (d2["input_ids"], d2["attention_mask"]), {"output_all_exits": True})
+    return torch.stack([task_loss(z, d2["labels"], SINGLE).mean() for z in out2.all_logits]).mean()
+
+
+def test_bilevel_gradient_matches_finite_differences(tmp_path):
+    """The trainer's DARTS estimate against (1) the exact hypergradient by double backpropagation and (2) central
+    finite differences of the unrolled D2 loss in every logit of a."""
+    data = ToyTask(16)
+    model = toy_model(exit_head="linear", num_hidden_layers=3).eval()  # no dropout: the loss is deterministic
+    trainer = LeeBertTrainer(model=model, args=toy_args(LeeBertConfig, tmp_path), train_dataset=data)
+    with torch.no_grad():  # weights away from the uniform start, so every term matters differently
+        trainer.loss_weight_logits.add_(torch.linspace(-1.0, 1.0, trainer.loss_weight_logits.numel()))
+    d1, d2 = batch_of(data, range(8)), batch_of(data, range(8, 16))
+    xi = 0.5
+    a = trainer.loss_weight_logits
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = model(d1["input_ids"], d1["attention_mask"], output_all_exits=True)
+    inner = mutual_distillation_terms(out.all_logits, d1["labels"], SINGLE, 3.0).mean(0) @ trainer.loss_weights()
+    train_gradient = [g.detach() for g in torch.autograd.grad(inner, params)]
+    estimate = trainer.bilevel_gradient(model, d1, d2, train_gradient, xi)
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernel has no double backward
+        exact = torch.autograd.grad(unrolled_outer_loss(model, a, d1, d2, xi), a)[0]
+    h = 1e-2
+    numeric = torch.zeros_like(exact)
+    with torch.no_grad():
+        base = a.detach().clone()
+    for k in range(a.numel()):
+        values = []
+        for sign in (1, -1):
+            shifted = base.clone()
+            shifted[k] += sign * h
+            values.append(float(unrolled_outer_loss(model, shifted, d1, d2, xi).detach()))
+        numeric[k] = (values[0] - values[1]) / (2 * h)
+    assert exact.abs().max() > 1e-4  # a real signal, not noise around zero
+    torch.testing.assert_close(estimate, exact, atol=2e-3 * exact.abs().max(), rtol=2e-2)
+    torch.testing.assert_close(estimate, numeric, atol=1e-2 * exact.abs().max(), rtol=5e-2)
+
+
+def test_resume_restores_the_learned_weights(tmp_path):
+    data = ToyTask(32)
+    extra = dict(clo_mix=1.0, num_train_epochs=1, weight_learning_rate=0.05)
+    full = toy_model(exit_head="linear")
+    args = toy_args(LeeBertConfig, tmp_path, save_strategy="steps", save_steps=2, **extra)
+    uninterrupted = LeeBertTrainer(model=full, args=args, train_dataset=data)
+    uninterrupted.train()
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    stored = json.loads((checkpoint / "config.json").read_text())["leebert_loss_weights"]
+    assert len(stored["logits"]) == 16
+    resumed_model = toy_model(seed=5, exit_head="linear")
+    resumed = LeeBertTrainer(model=resumed_model, args=toy_args(LeeBertConfig, tmp_path, **extra), train_dataset=data)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    torch.testing.assert_close(resumed.loss_weight_logits, uninterrupted.loss_weight_logits)
+    for name, value in weights(full).items():
+        torch.testing.assert_close(weights(resumed_model)[name], value, msg=name)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"clo_mix": 1.5}, r"clo_mix=1.5 is out of range"),
+        ({"bilevel_split": 1.0}, r"bilevel_split=1.0 is out of range"),
+        ({"weight_normalization": "relu"}, r"weight_normalization='relu' is not one of \['softmax', 'sigmoid'\]"),
+        ({"distillation_share": 1.0}, r"distillation_share=1.0 is out of range"),
+        ({"unroll_learning_rate": 0.0}, r"unroll_learning_rate=0.0 must be a positive"),
+        ({"finite_difference_eps": -1.0}, r"finite_difference_eps=-1.0 must be > 0"),
+        ({"temperature": 0}, r"temperature=0 must be > 0"),
+    ],
+)
+def test_bad_leebert_options(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        toy_args(LeeBertConfig, tmp_path, **kwargs)
+
+
+def test_leebert_command_on_real_minilm_and_sst2(minilm_path, glue_dir, tmp_path):
+    out = tmp_path / "leebert"
+    argv = train_args(minilm_path, glue_dir, out, "leebert", "--max_train_samples", "64", "--exit_pooling", "mean",
+                      "--learning_rate", "1e-4", "--exit_learning_rate", "1e-3", "--weight_learning_rate", "0.05")
+    assert main(argv) == 0
+    report = json.loads((out / "eval_results.json").read_text())
+    assert report["method"] == "leebert" and report["config"]["clo_mix"] == 0.5
+    assert [entry["layer"] for entry in report["per_exit"]] == [1, 2, 3, 4, 5, 6]
+    learned = json.loads((out / "config.json").read_text())["leebert_loss_weights"]["weights"]
+    assert len(learned) == 36 and abs(sum(learned.values()) - 1) < 1e-5
+    assert learned["ce_1"] != pytest.approx(0.5 / 6, abs=1e-6)  # the weights moved in 3 steps
+    model = MultiExitBertForSequenceClassification.from_pretrained(out).eval()
+    assert model.exit_config.exit_strategy == "patience"
