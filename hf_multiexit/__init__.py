@@ -20,6 +20,7 @@ from .models.multiexit_bert import (
     register_exit_strategy,
 )
 
+from .hub import PushError, build_model_card, push_model, save_model_card
 from .trainers import (
     CurriculumConfig,
     CurriculumTrainer,
@@ -65,4 +66,8 @@ __all__ = [
     "MultiExitModelOutput",
     "MultiExitSequenceClassifierOutput",
     "register_exit_strategy",
+    "PushError",
+    "build_model_card",
+    "push_model",
+    "save_model_card",
 ]

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
+from ..hub import push_model
 from ..losses import task_loss
 from ..metrics import logits_metrics
 from ..models.multiexit_bert import ExitConfig
@@ -329,3 +330,38 @@ class MultiExitTrainer(Trainer):
         """The method's own hyper-parameters (fields not in `TrainingArguments`), for reports and model cards."""
         base = {f.name for f in dataclasses.fields(TrainingArguments)}
         return {f.name: getattr(self.args, f.name) for f in dataclasses.fields(self.args) if f.name not in base}
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        report: str | None = None,
+        base_model: str | None = None,
+        license: str | None = None,
+    ):
+        """Trainer's upload (`--push_to_hub`), publishing what `hf-multiexit push` publishes instead of Trainer's
+        generic card and `output_dir` as it stands: saves the model, then `hf_multiexit.hub.push_model` uploads the
+        model's files and the generated card (`report`, `base_model`, `license` as for `push_model`) in one commit.
+        Always blocking (`blocking` is accepted for Trainer's signature): the card is built from the saved files."""
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        self._finish_current_push()
+        return push_model(
+            self.args.output_dir,
+            self.hub_model_id,
+            report=report,
+            private=private if private is not None else self.args.hub_private_repo,
+            token=token,
+            revision=revision if revision is not None else self.args.hub_revision,
+            commit_message=commit_message,
+            base_model=base_model,
+            license=license,
+        )

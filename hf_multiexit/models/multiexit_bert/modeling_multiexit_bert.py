@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, TextClassificationPipeline
 from transformers import initialization as init
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder, BertLayer, BertPooler
 from transformers.utils import ModelOutput
@@ -219,13 +219,21 @@ class MultiExitPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus `exit_config.json` and an `auto_map` covering `AutoConfig`,
         `AutoModel` and `AutoModelForSequenceClassification`, so the folder loads with `trust_remote_code=True`
-        without hf-multiexit installed (the modeling files are copied beside the weights)."""
+        without hf-multiexit installed (the modeling files are copied beside the weights), and a `custom_pipelines`
+        entry so that `pipeline("text-classification", ..., trust_remote_code=True)` takes exit arguments per call."""
         modeling = __name__.rsplit(".", 1)[-1]
         configuration = MultiExitConfig.__module__.rsplit(".", 1)[-1]
         self.config.auto_map = {
             "AutoConfig": f"{configuration}.MultiExitConfig",
             "AutoModel": f"{modeling}.MultiExitBertModel",
             "AutoModelForSequenceClassification": f"{modeling}.MultiExitBertForSequenceClassification",
+        }
+        self.config.custom_pipelines = {
+            "text-classification": {
+                "impl": f"{modeling}.MultiExitTextClassificationPipeline",
+                "pt": ["AutoModelForSequenceClassification"],
+                "type": "text",
+            }
         }
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
@@ -547,6 +555,29 @@ class MultiExitBertForSequenceClassification(MultiExitPreTrainedModel):
         return MultiExitSequenceClassifierOutput(loss=loss, **outputs)
 
 
+class MultiExitTextClassificationPipeline(TextClassificationPipeline):
+    """`pipeline("text-classification")` for multi-exit models. The stock pipeline hands unknown call arguments to
+    the tokenizer; this one sends `ExitConfig` fields (and `exit_config`) to the model's forward instead, so
+    `pipe(texts, exit_strategy="patience", patience=2)` works, and adds each input's `exit_layer` to its result."""
+
+    def _sanitize_parameters(self, function_to_apply=None, top_k="", exit_config=None, **tokenizer_kwargs):
+        exit_kwargs = {name: tokenizer_kwargs.pop(name) for name in ExitConfig.field_names() if name in tokenizer_kwargs}
+        if exit_config is not None:
+            exit_kwargs["exit_config"] = exit_config
+        preprocess_params, _, postprocess_params = super()._sanitize_parameters(function_to_apply, top_k, **tokenizer_kwargs)
+        return preprocess_params, exit_kwargs, postprocess_params
+
+    def _forward(self, model_inputs, **exit_kwargs):
+        return self.model(**model_inputs, **exit_kwargs)
+
+    def postprocess(self, model_outputs, **postprocess_params):
+        result = super().postprocess(model_outputs, **postprocess_params)
+        exit_layer = int(model_outputs["exit_layers"][0])
+        for entry in result if isinstance(result, list) else [result]:
+            entry["exit_layer"] = exit_layer
+        return result
+
+
 MultiExitBertModel.register_for_auto_class("AutoModel")
 MultiExitBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 MultiExitConfig.register_for_auto_class()
@@ -558,5 +589,6 @@ __all__ = [
     "MultiExitBertModel",
     "MultiExitModelOutput",
     "MultiExitPreTrainedModel",
+    "MultiExitTextClassificationPipeline",
     "MultiExitSequenceClassifierOutput",
 ]

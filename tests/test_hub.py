@@ -1,0 +1,386 @@
+"""Publishing: the generated model card, `hf-multiexit push`, Trainer's `push_to_hub`, the pipeline, bad input, and an
+end-to-end round trip through a Hub served on 127.0.0.1 by `fake_hub.FakeHub` with the real `huggingface_hub` client."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import transformers
+from huggingface_hub import HfApi, ModelCard, constants
+from huggingface_hub.errors import RepositoryNotFoundError
+from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizer, pipeline
+
+from fake_hub import TOKEN, FakeHub
+from hf_multiexit import ExitConfig, MultiExitBertForSequenceClassification, PabeeConfig, PabeeTrainer
+from hf_multiexit.cli import main
+from hf_multiexit.hub import PushError, build_model_card, check_repo_id, push_model
+from test_checkpoints import REMOTE_SCRIPT
+from test_modeling import padded_batch, tiny_model
+from test_trainers import ToyTask, toy_args, toy_model
+
+ENTROPY = 0.9
+LABELS = ["sad", "neutral", "happy"]
+EVAL_RESULTS = {
+    "primary_metric": "accuracy",
+    "method": "romebert",
+    "final": {"accuracy": 0.8},
+    "per_exit": [{"layer": layer, "metrics": {"accuracy": round(0.5 + 0.075 * layer, 4)}} for layer in range(1, 5)],
+    "config": {"task": "sst2", "gamma": 0.9, "temperature": 3.0},
+    "train_runtime": 12.5,
+}
+
+
+def save_tokenizer(folder):
+    vocab = folder / "vocab.txt"
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]) + "\n")
+    BertTokenizer(vocab_file=str(vocab)).save_pretrained(folder)
+    vocab.unlink()
+
+
+@pytest.fixture
+def model_folder(tmp_path):
+    """A tiny trained-looking multi-exit model: weights, entropy exit rule, tokenizer and `eval_results.json`."""
+    model = tiny_model(id2label=dict(enumerate(LABELS)), label2id={name: i for i, name in enumerate(LABELS)})
+    model.exit_config = ExitConfig(exit_strategy="entropy", entropy_threshold=ENTROPY)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    save_tokenizer(folder)
+    (folder / "eval_results.json").write_text(json.dumps(EVAL_RESULTS))
+    (folder / "training_args.bin").write_bytes(b"training state that is not published")
+    return folder
+
+
+def point(strategy, params, accuracy, avg_exit_layer):
+    return {"strategy": strategy, "params": params, "metrics": {"accuracy": accuracy}, "avg_exit_layer": avg_exit_layer,
+            "layer_speedup": 4 / avg_exit_layer, "flops_speedup": 3.9 / avg_exit_layer, "wall_speedup": 3.5 / avg_exit_layer,
+            "seconds": 0.5 * avg_exit_layer}
+
+
+@pytest.fixture
+def report_file(tmp_path):
+    """A report as `hf-multiexit evaluate` writes it, with a plot beside it named by a relative path."""
+    report = {
+        "task": "sst2",
+        "model": "model",
+        "num_layers": 4,
+        "full_depth": {"metrics": {"accuracy": 0.81}, "seconds": 2.0},
+        "per_exit": [{"layer": layer, "metrics": {"accuracy": 0.6 + 0.05 * layer}} for layer in range(1, 5)],
+        "points": [
+            point("entropy", {"entropy_threshold": 0.3}, 0.805, 3.2),
+            point("entropy", {"entropy_threshold": ENTROPY}, 0.79, 2.0),
+            point("patience", {"patience": 1}, 0.80, 2.5),
+        ],
+        "plot": "curve.png",
+    }
+    (tmp_path / "curve.png").write_bytes(b"\x89PNG\r\n\x1a\n fake plot bytes")
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- the card
+def test_card_from_eval_results_has_metadata_and_per_exit_table(model_folder):
+    card = build_model_card(model_folder, "org/tiny-romebert", base_model="sentence-transformers/all-MiniLM-L6-v2",
+                            license="apache-2.0")
+    parsed = ModelCard(str(card))
+    data = parsed.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "text-classification"
+    assert {"multi-exit", "early-exit", "romebert"} <= set(data.tags)
+    assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2" and data.license == "apache-2.0"
+    assert data.datasets == ["nyu-mll/glue"]
+    [final] = data.eval_results  # no report: the final exit only
+    assert (final.dataset_type, final.dataset_config, final.dataset_split) == ("nyu-mll/glue", "sst2", "validation")
+    assert final.metric_type == "accuracy" and final.metric_value == 0.8 and "final exit" in final.metric_name
+    text = parsed.text
+    assert "| exit layer | accuracy |" in text and "| 3 | 0.725 |" in text
+    assert "RomeBERT" in text and "https://arxiv.org/abs/2101.09755" in text
+    assert 'from_pretrained(repo, trust_remote_code=True)' in text and 'repo = "org/tiny-romebert"' in text
+    assert f"`entropy_threshold={ENTROPY}`" in text and 'exit_strategy="patience", patience=2' in text
+    assert "trade-off" not in text and "![" not in text
+
+
+def test_card_with_report_has_trade_off_table_plot_and_default_exit_result(model_folder, report_file):
+    card = build_model_card(model_folder, "org/tiny-romebert", report=report_file)
+    data, text = card.data, card.text
+    results = {r.metric_name: r.metric_value for r in data.eval_results}
+    assert results["accuracy (final exit, all 4 layers)"] == 0.81  # the report's full depth, not eval_results.json
+    default = [name for name in results if "default exit: entropy entropy_threshold=0.9" in name]
+    assert len(default) == 1 and results[default[0]] == 0.79 and "2.00x fewer layers" in default[0]
+    assert "| none (full depth) | - | 0.810 | 4 | 1.00x | 1.00x | 1.00x |" in text
+    assert "| entropy (saved default) | `entropy_threshold=0.9` | 0.790 | 2.00 | 2.00x | 1.95x | 1.75x |" in text
+    assert "| patience | `patience=1` | 0.800 | 2.50 | 1.60x | 1.56x | 1.40x |" in text
+    assert "![Quality against speed-up for each exit strategy](trade_off.png)" in text
+    assert "| 2 | 0.700 |" in text  # per-exit table from the report
+    # Within 1 point of 0.81: 0.805 (1.25x) and 0.80 (1.60x); the advice names the faster one.
+    assert 'within 1 point of full depth is `exit_strategy="patience"` with `patience=1`' in text
+
+
+def test_card_only_writes_readme_and_uploads_nothing(model_folder, report_file, tmp_path, capsys):
+    out = tmp_path / "cards" / "README.md"
+    before = sorted(os.listdir(model_folder))
+    assert main(["push", "--model", str(model_folder), "--repo_id", "org/tiny", "--report", str(report_file),
+                 "--card_only", str(out)]) == 0
+    assert ModelCard.load(out).data.model_name == "tiny"
+    assert sorted(os.listdir(model_folder)) == before and os.listdir(out.parent) == ["README.md"]
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("repo_id", ["no-namespace", "org/has space", "org//x", "org/x/y", "org/-x", "org/a--b", "org/x.git", ""])
+def test_malformed_repo_id_is_rejected_before_anything_happens(model_folder, tmp_path, capsys, repo_id):
+    out = tmp_path / "README.md"
+    assert main(["push", "--model", str(model_folder), "--repo_id", repo_id, "--card_only", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"repo_id={repo_id!r}" in err and "'org/name'" in err
+    assert not out.exists()
+
+
+def test_good_repo_ids_pass():
+    for repo_id in ("org/romebert-minilm-l6-sst2", "User_1/model.v2", "a/b"):
+        assert check_repo_id(repo_id) == repo_id
+
+
+def test_missing_model_folder(tmp_path, capsys):
+    missing = tmp_path / "nothing-here"
+    assert main(["push", "--model", str(missing), "--repo_id", "org/x", "--card_only", str(tmp_path / "c.md")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "does not exist" in err and "--output_dir of `hf-multiexit train`" in err
+    assert not (tmp_path / "c.md").exists()
+
+
+def test_folder_that_is_not_a_multi_exit_model(tmp_path, capsys):
+    plain = tmp_path / "bert"
+    BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=37)).save_pretrained(plain)
+    assert main(["push", "--model", str(plain), "--repo_id", "org/x", "--card_only", str(tmp_path / "c.md")]) == 2
+    err = capsys.readouterr().err
+    assert "model_type='bert'" in err and "MultiExitBertForSequenceClassification.from_pretrained" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["push", "--model", str(empty), "--repo_id", "org/x"]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert not (tmp_path / "c.md").exists()
+
+
+def test_incomplete_multi_exit_folder_names_the_missing_files(model_folder, capsys):
+    (model_folder / "exit_config.json").unlink()
+    (model_folder / "tokenizer.json").unlink()
+    (model_folder / "tokenizer_config.json").unlink()
+    assert main(["push", "--model", str(model_folder), "--repo_id", "org/x"]) == 2
+    err = capsys.readouterr().err
+    assert "exit_config.json" in err and "tokenizer files" in err
+
+
+def test_report_that_is_not_an_evaluate_report(model_folder, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"num_layers": 4, "points": []}))
+    assert main(["push", "--model", str(model_folder), "--repo_id", "org/x", "--report", str(bad)]) == 2
+    assert "lacks ['full_depth', 'per_exit']" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------- against the fake Hub
+@pytest.fixture
+def hub():
+    with FakeHub() as server:
+        yield server
+
+
+@pytest.fixture
+def online(hub, monkeypatch, tmp_path):
+    """This process's `huggingface_hub` pointed at `hub` (the test session is offline otherwise)."""
+    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)  # Trainer's shared client, built with the endpoint
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    return hub
+
+
+def tree(folder):
+    """Every file under `folder` with its size and modification time."""
+    return {
+        os.path.relpath(os.path.join(root, name), folder): os.stat(os.path.join(root, name))[6:9]
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
+
+
+@pytest.mark.parametrize("route, status", [("lfs_upload", 507), ("commit", 500)])
+def test_server_error_mid_upload_leaves_nothing_behind(online, model_folder, tmp_path, route, status):
+    hub, hf_home = online, tmp_path / "hf_home"
+    before = tree(model_folder)
+    hub.fail(route, status)
+    with pytest.raises(PushError) as info:
+        push_model(model_folder, "org/broken", token=TOKEN)
+    message = str(info.value)
+    assert "'org/broken'" in message and "nothing was committed" in message and "deleted again" in message
+    assert "run the same push again" in message
+    assert "org/broken" not in hub.repos  # the repo this push created is gone again
+    assert tree(model_folder) == before
+    assert not hf_home.exists() or tree(hf_home) == {}
+    hub.heal(route)
+    commit = push_model(model_folder, "org/broken", token=TOKEN)
+    assert hub.repos["org/broken"].head == commit.oid and "model.safetensors" in hub.files("org/broken")
+
+
+def test_server_error_into_an_existing_repo_keeps_it_unchanged(online, model_folder):
+    hub = online
+    push_model(model_folder, "org/kept", token=TOKEN)
+    head, files = hub.repos["org/kept"].head, hub.files("org/kept")
+    hub.fail("commit", 500)
+    with pytest.raises(PushError, match="nothing was committed"):
+        push_model(model_folder, "org/kept", token=TOKEN, license="mit")
+    assert hub.repos["org/kept"].head == head and hub.files("org/kept") == files
+
+
+def test_trainer_push_to_hub_publishes_the_same_files_and_card_as_push(online, tmp_path):
+    hub = online
+    args = toy_args(PabeeConfig, tmp_path, num_train_epochs=1, push_to_hub=True, hub_model_id="org/trainer-push",
+                    hub_strategy="end", hub_token=TOKEN)
+    trainer = PabeeTrainer(model=toy_model(), args=args, train_dataset=ToyTask(16), eval_dataset=ToyTask(8, seed=1))
+    save_tokenizer(tmp_path / "out")
+    trainer.processing_class = AutoTokenizer.from_pretrained(tmp_path / "out")
+    trainer.train()
+    (tmp_path / "out" / "eval_results.json").write_text(json.dumps({**EVAL_RESULTS, "method": "pabee"}))
+    trainer.push_to_hub()
+    push_model(tmp_path / "out", "org/cli-push", token=TOKEN)
+    by_trainer, by_push = hub.files("org/trainer-push"), hub.files("org/cli-push")
+    assert set(by_trainer) == set(by_push) and "training_args.bin" not in by_trainer
+    assert {"model.safetensors", "exit_config.json", "modeling_multiexit_bert.py", "tokenizer.json"} <= set(by_trainer)
+    for name in by_trainer:
+        if name != "README.md":
+            assert by_trainer[name] == by_push[name], name
+    card = by_trainer["README.md"].decode()
+    assert card.replace("trainer-push", "cli-push") == by_push["README.md"].decode()
+    assert "PABEE" in card and "patience" in ModelCard(card).data.tags + ["patience"]
+    assert "generated automatically by the Trainer" not in card and "This model is a fine-tuned version" not in card
+
+
+PUSHED_SCRIPT = REMOTE_SCRIPT + textwrap.dedent(
+    """
+    # Still without hf_multiexit: the card parses and validates on the Hub, the pipeline takes exit arguments.
+    import json
+    from huggingface_hub import ModelCard
+    from transformers import pipeline
+
+    card = ModelCard.load(folder)
+    card.validate()
+    classify = pipeline("text-classification", model=folder, trust_remote_code=True)
+    json.dump({
+        "pipeline_module": type(classify).__module__,
+        "default": classify("w1 w2 w3 w4 w5"),
+        "static": classify(["w1 w2 w3", "w9"], exit_strategy="static", exit_layer=2),
+        "top_k": classify("w1 w2", top_k=None, exit_strategy="none"),
+        "card": card.data.to_dict(),
+        "results": [[r.metric_name, r.metric_value] for r in card.data.eval_results or []],
+    }, open(sys.argv[4], "w"))
+    """
+)
+"""The checkpoint test's script (blocks `import hf_multiexit`, loads by `AutoModel*`, runs two exit rules), then the
+card and the pipeline in the same process."""
+
+
+def run_client(hub, tmp_path, args):
+    """Runs `args` in a fresh Python process pointed at `hub`, with its own empty HF_HOME."""
+    env = hub.env(tmp_path / "client_home")
+    proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return proc
+
+
+def test_push_then_load_by_repo_id_without_hf_multiexit(online, model_folder, report_file, tmp_path):
+    """The must-show round trip: `hf-multiexit push` in one process, then `from_pretrained(repo_id,
+    trust_remote_code=True)` in a process where hf_multiexit cannot be imported, identical outputs; the card's
+    metadata parses and passes the Hub's YAML check; the pipeline takes exit arguments per call."""
+    hub = online
+    push = run_client(hub, tmp_path, ["-m", "hf_multiexit.cli", "push", "--model", str(model_folder), "--repo_id",
+                                      "org/tiny-romebert", "--private", "--report", str(report_file), "--base_model",
+                                      "sentence-transformers/all-MiniLM-L6-v2", "--license", "apache-2.0"])
+    assert push.returncode == 0, push.stderr[-3000:]
+    assert json.loads(push.stdout)["commit"] == hub.repos["org/tiny-romebert"].head
+    repo = hub.repos["org/tiny-romebert"]
+    assert repo.private
+    files = hub.files("org/tiny-romebert")
+    assert set(files) == {
+        ".gitattributes", "README.md", "config.json", "model.safetensors", "exit_config.json", "eval_results.json",
+        "configuration_multiexit_bert.py", "modeling_multiexit_bert.py", "exit_configuration.py", "exit_strategies.py",
+        "tokenizer.json", "tokenizer_config.json", "report.json", "trade_off.png",
+    }
+    assert files["model.safetensors"] == (model_folder / "model.safetensors").read_bytes()
+    assert {"model.safetensors", "trade_off.png"} <= repo.lfs_paths  # went through LFS, not the commit body
+    upload_routes = [name for name, _, _ in hub.requests]
+    for route in ("create", "validate_yaml", "preupload", "lfs_batch", "lfs_upload", "lfs_verify", "commit"):
+        assert route in upload_routes, route
+    config = json.loads(files["config.json"])
+    assert config["auto_map"]["AutoModelForSequenceClassification"].startswith("modeling_multiexit_bert.")
+    assert json.loads(files["exit_config.json"])["entropy_threshold"] == ENTROPY
+
+    # A fresh process that cannot import hf_multiexit loads the model by repo id (the checkpoint test's script).
+    hub.requests.clear()
+    (tmp_path / "remote.py").write_text(PUSHED_SCRIPT)
+    ids, mask, _ = padded_batch(6)
+    torch.save({"ids": ids, "mask": mask}, tmp_path / "inputs.pt")
+    load = run_client(hub, tmp_path, ["remote.py", "org/tiny-romebert", "inputs.pt", "out.pt", "pushed.json"])
+    assert load.returncode == 0, load.stderr[-3000:]
+    result = torch.load(tmp_path / "out.pt")
+    assert result["blocked"]
+    model = MultiExitBertForSequenceClassification.from_pretrained(model_folder).eval()
+    with torch.no_grad():
+        outputs = [model(ids, mask), model(ids, mask, exit_strategy="patience", patience=1)]
+    expected = [tensor for out in outputs for tensor in (out.logits, out.exit_layers)]
+    for name in ("cls", "base"):  # AutoModelForSequenceClassification, AutoModel
+        assert all(map(torch.equal, result[name], expected)), name
+    # transformers resolves `main` to the head commit through the model info route, then HEADs and GETs each file
+    # at that commit; the tokenizer lists the repo tree (for chat templates); no route the server lacks was asked for.
+    assert hub.requests[0][:2] == ("info", "GET")
+    config_calls = [method for name, method, path in hub.requests if path == f"/org/tiny-romebert/resolve/{repo.head}/config.json"]
+    assert config_calls == ["HEAD", "GET"]
+    assert {name for name, _, _ in hub.requests} == {"info", "resolve", "tree", "validate_yaml"}
+
+    # The card parses and validates on the Hub; the pipeline forwards exit arguments given to the call.
+    pushed = json.loads((tmp_path / "pushed.json").read_text())
+    assert "transformers_modules" in pushed["pipeline_module"]
+    assert pushed["card"]["library_name"] == "transformers" and pushed["card"]["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert ["accuracy (final exit, all 4 layers)", 0.81] in pushed["results"]
+    assert [r for r in pushed["results"] if "default exit" in r[0]] != []
+    assert [r["exit_layer"] for r in pushed["static"]] == [2, 2]
+    assert {r["exit_layer"] for r in pushed["top_k"]} == {4} and [r["label"] for r in pushed["top_k"]] != []
+    [default] = pushed["default"]
+    tokens = AutoTokenizer.from_pretrained(model_folder)("w1 w2 w3 w4 w5", return_tensors="pt")
+    with torch.no_grad():
+        local = model(**tokens)
+    assert default["exit_layer"] == int(local.exit_layers[0]) and default["label"] == LABELS[int(local.logits.argmax())]
+    # Private: without a token the repo is not visible.
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(token=False).model_info("org/tiny-romebert")
+
+
+@pytest.mark.slow
+def test_real_minilm_push_and_load_back(online, minilm_path, minilm_tokenizer, tmp_path):
+    """Real weights: a plain `from_pretrained` of MiniLM-L6 with exits, published, loaded back by repo id in a process
+    without hf_multiexit, with identical outputs."""
+    hub = online
+    torch.manual_seed(0)
+    model = MultiExitBertForSequenceClassification.from_pretrained(minilm_path, num_labels=2, exit_pooling="mean").eval()
+    model.exit_config = ExitConfig(exit_strategy="patience", patience=1)
+    folder = tmp_path / "minilm"
+    model.save_pretrained(folder)
+    minilm_tokenizer.save_pretrained(folder)
+    push_model(folder, "org/minilm-multiexit", base_model="sentence-transformers/all-MiniLM-L6-v2")
+    assert hub.files("org/minilm-multiexit")["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+    (tmp_path / "remote.py").write_text(PUSHED_SCRIPT)
+    batch = minilm_tokenizer(["a gorgeous, witty film", "dull and overlong", "fine"], padding=True, return_tensors="pt")
+    torch.save({"ids": batch["input_ids"], "mask": batch["attention_mask"]}, tmp_path / "inputs.pt")
+    load = run_client(hub, tmp_path, ["remote.py", "org/minilm-multiexit", "inputs.pt", "out.pt", "pushed.json"])
+    assert load.returncode == 0, load.stderr[-3000:]
+    result = torch.load(tmp_path / "out.pt")
+    with torch.no_grad():
+        expected = model(batch["input_ids"], batch["attention_mask"])
+    assert result["blocked"] and torch.equal(result["cls"][0], expected.logits)
+    assert torch.equal(result["cls"][1], expected.exit_layers)
+    pushed = json.loads((tmp_path / "pushed.json").read_text())
+    assert [r["exit_layer"] for r in pushed["static"]] == [2, 2] and pushed["card"]["library_name"] == "transformers"
