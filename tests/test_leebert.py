@@ -137,9 +137,12 @@ def test_bilevel_gradient_matches_finite_differences(tmp_path):
     torch.testing.assert_close(estimate, numeric, atol=1e-2 * exact.abs().max(), rtol=5e-2)
 
 
-def test_resume_restores_the_learned_weights(tmp_path):
-    data = ToyTask(32)
-    extra = dict(clo_mix=1.0, num_train_epochs=1, weight_learning_rate=0.05)
+@pytest.mark.parametrize("mix", [0.5, 1.0])
+def test_resume_restores_the_learned_weights(tmp_path, mix):
+    """Resuming mid-run ends where the uninterrupted run ends: the weights come back from the checkpoint, and with
+    CLO the D2 batches continue where they were."""
+    data = ToyTask(60)  # D2: 12 examples, two batches per pass, so a restarted D2 stream would differ
+    extra = dict(clo_mix=mix, num_train_epochs=1, weight_learning_rate=0.05)
     full = toy_model(exit_head="linear")
     args = toy_args(LeeBertConfig, tmp_path, save_strategy="steps", save_steps=2, **extra)
     uninterrupted = LeeBertTrainer(model=full, args=args, train_dataset=data)

@@ -5,15 +5,15 @@ No code was released; this is the reconstruction of `ALGORITHMS.md`, with every 
 
 from __future__ import annotations
 
-import itertools
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from ..losses import mutual_distillation_pairs, mutual_distillation_terms, task_loss
 from ..models.multiexit_bert import ExitConfig
@@ -96,8 +96,9 @@ class LeeBertTrainer(MultiExitTrainer):
       only forward passes. Because the model's gradient treats every teacher as a constant (`sg`), the teachers'
       logits in those two evaluations stay at `theta`: the difference is then the derivative of the update the
       optimizer really takes (perturbing the teachers too would add a term the update does not contain). Per
-      optimizer step CLO costs one extra forward + backward on a D2 batch and three forwards on the D1 batch. `clo_mix = 1` is single-level optimisation (no split). After a resume the D2 batches
-      are a fresh seeded stream.
+      optimizer step CLO costs one extra forward + backward on a D2 batch and three forwards on the D1 batch.
+      `clo_mix = 1` is single-level optimisation (no split). The D2 batches follow the global step, so a resumed
+      run continues them.
 
     Inference uses PABEE's patience exit (`patience`).
     """
@@ -116,7 +117,8 @@ class LeeBertTrainer(MultiExitTrainer):
         self.bilevel_dataset = None
         if self.args.clo_mix < 1 and train_dataset is not None:
             self.train_dataset, self.bilevel_dataset = split_dataset(train_dataset, self.args.bilevel_split, self.args.seed)
-        self._bilevel_batches = None
+        self._bilevel_data = None
+        self._bilevel_step, self._bilevel_micro = -1, 0
         self._weight_grad_norms = torch.zeros(2)
         self._weight_grad_steps = 0
 
@@ -226,17 +228,25 @@ class LeeBertTrainer(MultiExitTrainer):
         return -xi * torch.autograd.grad(weighted, self.loss_weight_logits)[0]
 
     def _next_bilevel_batch(self) -> dict[str, Any]:
-        """The next D2 batch from an endless seeded shuffle (plain DataLoader: D2 is not sharded over processes)."""
-        if self._bilevel_batches is None:
+        """D2 batch number `k = global_step * gradient_accumulation_steps + micro-batch`, taken from a seeded shuffle
+        of D2 per pass: a function of `k` alone, so a resumed run draws the same D2 batches as an uninterrupted one.
+        Every process draws the same batches (D2 is not sharded)."""
+        if self._bilevel_data is None:
             dataset, collator = self.bilevel_dataset, self.data_collator
             if hasattr(dataset, "column_names"):
                 dataset = self._remove_unused_columns(dataset, description="bilevel (D2)")
             else:
                 collator = self._get_collator_with_removed_columns(collator, description="bilevel (D2)")
-            generator = torch.Generator().manual_seed(self.args.seed)
-            loader = DataLoader(dataset, batch_size=self._train_batch_size, shuffle=True, collate_fn=collator, generator=generator)
-            self._bilevel_batches = (batch for _ in itertools.count() for batch in loader)
-        return next(self._bilevel_batches)
+            self._bilevel_data = (dataset, collator)
+        dataset, collator = self._bilevel_data
+        step = self.state.global_step
+        self._bilevel_micro = self._bilevel_micro + 1 if step == self._bilevel_step else 0
+        self._bilevel_step = step
+        position = step * self.args.gradient_accumulation_steps + self._bilevel_micro
+        size, batch = len(dataset), self._train_batch_size
+        passes, offset = divmod(position, math.ceil(size / batch))
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(self.args.seed + passes))
+        return collator([dataset[i] for i in order[offset * batch : (offset + 1) * batch].tolist()])
 
     def _sync_weight_gradient(self) -> None:
         """`a` is not part of the (DDP-wrapped) model, so its gradient is averaged over processes here."""
