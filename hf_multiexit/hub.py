@@ -22,7 +22,7 @@ import re
 from importlib import resources
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError
 
 from .data import GLUE_TASKS, get_glue_task
@@ -389,6 +389,7 @@ def push_model(
     base_model: str | None = None,
     license: str | None = None,
     endpoint: str | None = None,
+    remove_stale: bool = False,
 ):
     """Uploads the multi-exit model saved in `model_dir` to the Hub model repo `repo_id` (created if needed, `private`
     when created) in one commit with its generated card; returns the `CommitInfo`.
@@ -396,6 +397,10 @@ def push_model(
     Everything local is checked and the card is built before anything is sent, and nothing is written locally. If
     the upload fails, no commit was made; a repo this call created is deleted again, and `PushError` says what the
     Hub answered. `report`, `eval_results`, `method`, `base_model` and `license` are as for `build_model_card`.
+
+    `remove_stale=True` also deletes, in the same commit, the repo's files that exist in `model_dir` but are not
+    part of the model (what Trainer's checkpoint pushes upload from `output_dir`: `training_args.bin`, logs, stage
+    checkpoints), so the repo ends as a plain push leaves it; files that never came from `model_dir` stay.
     """
     model_dir = os.fspath(model_dir)
     report_data = load_report(report) if report is not None else None
@@ -417,6 +422,11 @@ def push_model(
         except HfHubHTTPError as err:
             if err.response is None or err.response.status_code != 409:  # 409: the repo exists, push into it
                 raise
+        if remove_stale and not created:
+            uploaded = {op.path_in_repo for op in operations}
+            remote = api.list_repo_files(repo_id, revision=revision, repo_type="model")
+            local = [name for name in remote if os.path.isfile(os.path.join(model_dir, name))]
+            operations += [CommitOperationDelete(name) for name in local if name not in uploaded]
         return api.create_commit(
             repo_id,
             operations,

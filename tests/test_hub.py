@@ -240,8 +240,9 @@ def test_server_error_into_an_existing_repo_keeps_it_unchanged(online, model_fol
 
 def test_trainer_push_to_hub_publishes_the_same_files_and_card_as_push(online, tmp_path):
     hub = online
+    # Checkpoint pushes during training too (hub_strategy every_save): they upload output_dir as it stands.
     args = toy_args(PabeeConfig, tmp_path, num_train_epochs=1, push_to_hub=True, hub_model_id="org/trainer-push",
-                    hub_strategy="end", hub_token=TOKEN)
+                    hub_token=TOKEN, save_strategy="steps", save_steps=1, hub_strategy="every_save")
     trainer = PabeeTrainer(model=toy_model(), args=args, train_dataset=ToyTask(16), eval_dataset=ToyTask(8, seed=1))
     save_tokenizer(tmp_path / "out")
     trainer.processing_class = AutoTokenizer.from_pretrained(tmp_path / "out")
@@ -250,6 +251,8 @@ def test_trainer_push_to_hub_publishes_the_same_files_and_card_as_push(online, t
     trainer.push_to_hub()
     push_model(tmp_path / "out", "org/cli-push", token=TOKEN)
     by_trainer, by_push = hub.files("org/trainer-push"), hub.files("org/cli-push")
+    during_training = [files for _, files in hub.repos["org/trainer-push"].commits[:-1]]
+    assert any("training_args.bin" in files for files in during_training)
     assert set(by_trainer) == set(by_push) and "training_args.bin" not in by_trainer
     assert {"model.safetensors", "exit_config.json", "modeling_multiexit_bert.py", "tokenizer.json"} <= set(by_trainer)
     for name in by_trainer:

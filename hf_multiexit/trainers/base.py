@@ -344,7 +344,8 @@ class MultiExitTrainer(Trainer):
     ):
         """Trainer's upload (`--push_to_hub`), publishing what `hf-multiexit push` publishes instead of Trainer's
         generic card and `output_dir` as it stands: saves the model, then `hf_multiexit.hub.push_model` uploads the
-        model's files and the generated card (`report`, `base_model`, `license` as for `push_model`) in one commit.
+        model's files and the generated card (`report`, `base_model`, `license` as for `push_model`) in one commit,
+        removing what checkpoint pushes during training uploaded besides the model.
         Always blocking (`blocking` is accepted for Trainer's signature): the card is built from the saved files."""
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
         token = token if token is not None else self.args.hub_token
@@ -364,4 +365,5 @@ class MultiExitTrainer(Trainer):
             commit_message=commit_message,
             base_model=base_model,
             license=license,
+            remove_stale=True,
         )
