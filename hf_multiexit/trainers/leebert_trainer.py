@@ -167,7 +167,7 @@ class LeeBertTrainer(MultiExitTrainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         # What backward added is `1 / share` of the micro-batch's mean gradient (the virtual step's direction).
         labels = inputs["labels"]
-        fraction = float(self.reduce(torch.ones(len(labels)), labels, num_items_in_batch))
+        fraction = float(self.reduce(torch.ones(len(labels), device=labels.device), labels, num_items_in_batch))
         share = 1 / fraction if num_items_in_batch is not None else self.current_gradient_accumulation_steps
         train_gradient = [
             (torch.zeros_like(p) if p.grad is None else p.grad if b is None else p.grad - b) * share
