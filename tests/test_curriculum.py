@@ -100,10 +100,10 @@ def record_sampler_epochs(monkeypatch):
 def test_curriculum_orders_by_the_warmup_model_and_resumes_at_the_same_batch(tmp_path, monkeypatch):
     data = ToyTask(32)
     epochs = record_sampler_epochs(monkeypatch)
-    extra = dict(per_device_train_batch_size=4, num_train_epochs=2, difficulty_scorer="loss", initial_competence=0.25)
+    extra = dict(per_device_train_batch_size=8, num_train_epochs=2, difficulty_scorer="loss", initial_competence=0.25)
     model = toy_model()
     trainer = CurriculumTrainer(
-        model=model, args=toy_args(CurriculumConfig, tmp_path, save_strategy="steps", save_steps=5, **extra), train_dataset=data
+        model=model, args=toy_args(CurriculumConfig, tmp_path, save_strategy="steps", save_steps=3, **extra), train_dataset=data
     )
     assert trainer.stages == ("warmup", "curriculum")
     warmed = {}
@@ -118,16 +118,16 @@ def test_curriculum_orders_by_the_warmup_model_and_resumes_at_the_same_batch(tmp
     with torch.no_grad():
         logits = torch.stack(scorer.eval()(ids, output_all_exits=True).all_logits, dim=1)
     loss = torch.stack([task_loss(logits[:, e], data.labels, SINGLE) for e in range(4)]).mean(0)
-    order = json.loads((tmp_path / "out" / "stage-2" / "checkpoint-5" / "trainer_state.json").read_text())[
+    order = json.loads((tmp_path / "out" / "stage-2" / "checkpoint-3" / "trainer_state.json").read_text())[
         "stateful_callbacks"]["CurriculumCallback"]["args"]["order"]
     assert order == difficulty_order(loss)
-    assert set(epochs[0][:4]) <= set(order[: math.ceil(0.25 * 32)])  # step 0 draws from the easiest quarter
-    # Resume mid-epoch (step 5 of 8) from other initial weights: same order from the checkpoint (no rescoring),
+    assert set(epochs[0][:8]) <= set(order[: math.ceil(0.25 * 32)])  # step 0 draws from the easiest quarter
+    # Resume mid-epoch (step 3 of 4) from other initial weights: same order from the checkpoint (no rescoring),
     # same batches, same final weights.
     resumed_model = toy_model(seed=5)
     resumed = CurriculumTrainer(model=resumed_model, args=toy_args(CurriculumConfig, tmp_path, **extra), train_dataset=data)
     resumed.difficulty_scores = lambda dataset: pytest.fail("a resumed curriculum must reuse the checkpoint's order")
-    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "stage-2" / "checkpoint-5"))
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "stage-2" / "checkpoint-3"))
     assert epochs[2:] == epochs[:2]
     for name, value in weights(model).items():
         torch.testing.assert_close(weights(resumed_model)[name], value, msg=name)
