@@ -5,7 +5,7 @@ The real client talks to it through `HF_ENDPOINT` (read when `huggingface_hub` i
 subprocess started with `FakeHub.env()`). Uploads take the Hub's preupload + LFS + commit path: the server marks
 weights and images as LFS, the client PUTs them to the LFS URL, and the NDJSON commit refers to them by sha256.
 Downloads answer HEAD and GET on `resolve/<revision>/<path>` with the `X-Repo-Commit` and `ETag` headers the client
-requires. Any route can be made to fail (`fail(route, status)`), and `requests` records every call.
+requires; LFS files redirect to a storage URL on another host name, as the Hub's do to its CDN. Any route can be made to fail (`fail(route, status)`), and `requests` records every call.
 
 Xet storage is turned off in the clients (`HF_HUB_DISABLE_XET=1`): it needs a separate content-addressed store
 service; with it off the client uses the Hub's LFS protocol, as it does without `hf_xet` installed.
@@ -59,6 +59,8 @@ class FakeHub(ThreadingHTTPServer):
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.endpoint = f"http://127.0.0.1:{self.server_address[1]}"
+        self.storage = f"http://localhost:{self.server_address[1]}"
+        self.storage_auth: list[str | None] = []  # Authorization header of each storage download
         self.repos: dict[str, Repo] = {}
         self.lfs: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, str]] = []  # (route, method, path)
@@ -356,11 +358,23 @@ class _Handler(BaseHTTPRequestHandler):
         if filename not in files:
             return self._error(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": sha}, head=head)
         content = files[filename]
-        headers = {"X-Repo-Commit": sha, "ETag": f'"{self._oid(found, filename, content)}"',
-                   "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
         if filename in found.lfs_paths:
-            headers["X-Linked-Size"] = str(len(content))
+            # As the Hub does: LFS files redirect to storage on another host (a CDN; here `localhost` for 127.0.0.1),
+            # the metadata travelling in X-Linked-* headers of the redirect itself.
+            oid = hashlib.sha256(content).hexdigest()
+            headers = {"X-Repo-Commit": sha, "X-Linked-Etag": f'"{oid}"', "X-Linked-Size": str(len(content)),
+                       "ETag": f'"{git_blob_sha(content)}"', "Location": f"{self.server.storage}/lfs-storage/{oid}"}
+            return self._send(302, b"", headers, head=head)
+        headers = {"X-Repo-Commit": sha, "ETag": f'"{git_blob_sha(content)}"', "Content-Type": "application/octet-stream"}
         self._send(200, content, headers, head=head)
+
+    def _storage(self, oid, query, head, **_):
+        with self.server.lock:
+            self.server.storage_auth.append(self.headers.get("Authorization"))
+        content = self.server.lfs.get(oid)
+        if content is None:
+            return self._error(404, "No such object", head=head)
+        self._send(200, content, {"ETag": f'"{oid}"', "Content-Type": "application/octet-stream"}, head=head)
 
 
 def _metadata_errors(metadata: dict) -> list[str]:
@@ -403,4 +417,6 @@ ROUTES = [
     ("POST", "lfs_verify", r"/lfs-storage/(?P<oid>[0-9a-f]{64})/verify"),
     ("HEAD", "resolve", rf"/{REPO}/resolve/(?P<revision>[^/]+)/(?P<filename>.+)"),
     ("GET", "resolve", rf"/{REPO}/resolve/(?P<revision>[^/]+)/(?P<filename>.+)"),
+    ("GET", "storage", r"/lfs-storage/(?P<oid>[0-9a-f]{64})"),
+    ("HEAD", "storage", r"/lfs-storage/(?P<oid>[0-9a-f]{64})"),
 ]

@@ -3,6 +3,7 @@ end-to-end round trip through a Hub served on 127.0.0.1 by `fake_hub.FakeHub` wi
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,7 @@ from hf_multiexit import ExitConfig, MultiExitBertForSequenceClassification, Pab
 from hf_multiexit.cli import main
 from hf_multiexit.hub import PushError, build_model_card, check_repo_id, push_model
 from test_checkpoints import REMOTE_SCRIPT
-from test_modeling import padded_batch, tiny_model
+from test_modeling import padded_batch
 from test_trainers import ToyTask, toy_args, toy_model
 
 ENTROPY = 0.9
@@ -42,17 +43,27 @@ def save_tokenizer(folder):
     vocab.unlink()
 
 
-@pytest.fixture
-def model_folder(tmp_path):
-    """A tiny trained-looking multi-exit model: weights, entropy exit rule, tokenizer and `eval_results.json`."""
-    model = tiny_model(id2label=dict(enumerate(LABELS)), label2id={name: i for i, name in enumerate(LABELS)})
+@pytest.fixture(scope="module")
+def trained_folder(tmp_path_factory):
+    """A tiny multi-exit model trained for a few steps, saved as `hf-multiexit train` leaves it: weights, entropy
+    exit rule, tokenizer, `eval_results.json` and Trainer's `training_args.bin` (not published)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    model = toy_model(num_labels=3, id2label=dict(enumerate(LABELS)), label2id={name: i for i, name in enumerate(LABELS)})
     model.exit_config = ExitConfig(exit_strategy="entropy", entropy_threshold=ENTROPY)
-    folder = tmp_path / "model"
-    model.save_pretrained(folder)
+    trainer = PabeeTrainer(model=model, args=toy_args(PabeeConfig, tmp, num_train_epochs=1), train_dataset=ToyTask(16))
+    trainer.train()
+    folder = tmp / "out"
+    trainer.save_model(folder)
     save_tokenizer(folder)
     (folder / "eval_results.json").write_text(json.dumps(EVAL_RESULTS))
-    (folder / "training_args.bin").write_bytes(b"training state that is not published")
+    assert (folder / "training_args.bin").is_file()
     return folder
+
+
+@pytest.fixture
+def model_folder(trained_folder, tmp_path):
+    """A copy of the trained model that a test may change."""
+    return shutil.copytree(trained_folder, tmp_path / "model")
 
 
 def point(strategy, params, accuracy, avg_exit_layer):
@@ -203,11 +214,8 @@ def online(hub, monkeypatch, tmp_path):
 
 def tree(folder):
     """Every file under `folder` with its size and modification time."""
-    return {
-        os.path.relpath(os.path.join(root, name), folder): os.stat(os.path.join(root, name))[6:9]
-        for root, _, names in os.walk(folder)
-        for name in names
-    }
+    paths = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
+    return {os.path.relpath(path, folder): (os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in paths}
 
 
 @pytest.mark.parametrize("route, status", [("lfs_upload", 507), ("commit", 500)])
@@ -260,8 +268,8 @@ def test_trainer_push_to_hub_publishes_the_same_files_and_card_as_push(online, t
             assert by_trainer[name] == by_push[name], name
     card = by_trainer["README.md"].decode()
     assert card.replace("trainer-push", "cli-push") == by_push["README.md"].decode()
-    assert "PABEE" in card and "patience" in ModelCard(card).data.tags + ["patience"]
-    assert "generated automatically by the Trainer" not in card and "This model is a fine-tuned version" not in card
+    assert "PABEE" in card and "pabee" in ModelCard(card).data.tags
+    assert "generated automatically according to the information the Trainer" not in card  # Trainer's own card
 
 
 PUSHED_SCRIPT = REMOTE_SCRIPT + textwrap.dedent(
@@ -338,11 +346,15 @@ def test_push_then_load_by_repo_id_without_hf_multiexit(online, model_folder, re
     for name in ("cls", "base"):  # AutoModelForSequenceClassification, AutoModel
         assert all(map(torch.equal, result[name], expected)), name
     # transformers resolves `main` to the head commit through the model info route, then HEADs and GETs each file
-    # at that commit; the tokenizer lists the repo tree (for chat templates); no route the server lacks was asked for.
+    # at that commit (LFS files: HEAD, then GET from the storage it redirects to, without the token); the tokenizer
+    # lists the repo tree (for chat templates); no route the server lacks was asked for.
     assert hub.requests[0][:2] == ("info", "GET")
     config_calls = [method for name, method, path in hub.requests if path == f"/org/tiny-romebert/resolve/{repo.head}/config.json"]
     assert config_calls == ["HEAD", "GET"]
-    assert {name for name, _, _ in hub.requests} == {"info", "resolve", "tree", "validate_yaml"}
+    weights = f"/org/tiny-romebert/resolve/{repo.head}/model.safetensors"
+    assert [method for _, method, path in hub.requests if path == weights] == ["HEAD"]  # then storage, no auth
+    assert [method for name, method, _ in hub.requests if name == "storage"] == ["GET"] and hub.storage_auth == [None]
+    assert {name for name, _, _ in hub.requests} == {"info", "resolve", "storage", "tree", "validate_yaml"}
 
     # The card parses and validates on the Hub; the pipeline forwards exit arguments given to the call.
     pushed = json.loads((tmp_path / "pushed.json").read_text())
