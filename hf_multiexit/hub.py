@@ -1,8 +1,8 @@
 """Publishing multi-exit models on the Hugging Face Hub: a generated model card and one commit holding everything
 `AutoModelForSequenceClassification.from_pretrained(repo_id, trust_remote_code=True)` needs.
 
-    hf-multiexit push --model O --repo_id org/name [--private] [--report report.json] [--base_model ID]
-        [--license L] [--card_only README.md]
+    hf-multiexit push --model O --repo_id org/name [--private] [--report report.json] [--method M]
+        [--base_model ID] [--license L] [--card_only README.md]
 
 The upload is a single commit: weights (safetensors), `config.json` with its `auto_map`, the modeling files,
 `exit_config.json`, the tokenizer, `eval_results.json` and the report (when there are any), the trade-off plot, and
@@ -311,7 +311,9 @@ def build_model_card(
     final = report["full_depth"]["metrics"] if report else (eval_results or {}).get("final") or {}
     primary = _primary_metric(task, report or eval_results or {}, final)
 
-    trade_off_columns, trade_off_rows, default_point, advice = _trade_off(report, exit_config, primary, num_layers) if report else ([], [], None, None)
+    trade_off_columns, trade_off_rows, default_point, advice = [], [], None, None
+    if report:
+        trade_off_columns, trade_off_rows, default_point, advice = _trade_off(report, exit_config, primary, num_layers)
     if report and default_point is None:
         logger.warning(
             "The report has no point for the saved exit rule %s, so the card's model-index lists the final exit only; "
@@ -338,11 +340,9 @@ def build_model_card(
         template_str=template,
         repo_id=repo_id,
         model_name=repo_id.split("/")[-1],
-        method=method,
         method_name=method_name,
         paper=paper,
         paper_url=paper_url,
-        task=task,
         task_display=f"GLUE {GLUE_TASKS[task].folder}" if task in GLUE_TASKS else task,
         base_model=base_model,
         num_layers=num_layers,
@@ -362,7 +362,7 @@ def build_model_card(
         batch_size=(report or {}).get("batch_size"),
         oracle=((report or {}).get("oracle") or {}).get("agree_final"),
         training=training,
-        train_runtime=(eval_results or {}).get("train_runtime"),
+        train_runtime=(eval_results or report or {}).get("train_runtime"),
         strategies={name: list(cls.parameters) for name, cls in EXIT_STRATEGIES.items()},
     )
 

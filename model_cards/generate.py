@@ -1,15 +1,16 @@
 #!/usr/bin/env python
 """Generates the model cards of the checkpoints this project publishes, from the trained models and their sweeps.
 
-    flock /tmp/hf-multiexit-cpu.lock .venv/bin/python model_cards/generate.py                # every trained method
-    .venv/bin/python model_cards/generate.py --methods pabee,romebert --org my-org         # some of them
+    .venv/bin/python model_cards/generate.py                      # every trained method, from run_all's sweeps
+    flock /tmp/hf-multiexit-cpu.lock .venv/bin/python model_cards/generate.py --evaluate --methods pabee
 
 For each model `<runs>/<task>-<method>` trained by `benchmarks/run_all.py` (through `hf-multiexit train`, so it has
 `eval_results.json`), into `model_cards/<method>-minilm-l6-<task>/`:
-1. `report.json` and `trade_off.png` from `hf-multiexit evaluate` on the task's dev set, sweeping entropy thresholds
-   (classification) and patience values, plus the model's saved exit rule so that the card's `model-index` has its
-   result; every point is a real, timed early-exit run. Kept when it exists (`--reevaluate` redoes it): a few minutes
-   per model on 2 CPU cores.
+1. `report.json` and `trade_off.png`: the sweep `benchmarks/run_all.py` wrote beside the model (reading JSON and
+   drawing the plot: seconds, no model runs), or with `--evaluate` a new `hf-multiexit evaluate` sweep on the task's
+   dev set of entropy thresholds (classification) and patience values that includes the model's saved exit rule, so
+   that the card's `model-index` reports that rule too; every point a timed early-exit run (minutes per model: run it
+   under the CPU lock).
 2. `README.md`: the card `hf-multiexit push` publishes with that model (`push --card_only`).
 
 Publishing a model is then
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from hf_multiexit.cli import main as cli
 from hf_multiexit.data import get_glue_task
+from hf_multiexit.evaluation import plot_report
 from hf_multiexit.io import atomic_write_json
 from hf_multiexit.models.multiexit_bert import ExitConfig
 
@@ -59,7 +61,8 @@ def main() -> None:
     parser.add_argument("--methods", help="Comma-separated methods (default: every trained one).")
     parser.add_argument("--org", default="hf-multiexit", help="Hub organisation the cards' repo ids name.")
     parser.add_argument("--data_dir", default=os.environ.get("GLUE_DIR") or str(ROOT.parent / "shared" / "data" / "glue"))
-    parser.add_argument("--reevaluate", action="store_true", help="Sweep again even where report.json exists.")
+    parser.add_argument("--evaluate", action="store_true", help="Sweep with hf-multiexit evaluate (saved rule included) "
+                        "instead of reusing run_all's report.json.")
     args = parser.parse_args()
     os.chdir(ROOT)  # the reports record the model and plot paths as given: keep them relative to the repository
     runs = Path(args.runs)
@@ -74,15 +77,21 @@ def main() -> None:
         method = json.loads((model_dir / "eval_results.json").read_text())["method"]
         name = f"{method}-minilm-l6-{args.task}"
         out = Path("model_cards") / name
-        report = out / "report.json"
-        if args.reevaluate or not report.is_file():
+        report, plot = out / "report.json", out / "trade_off.png"
+        if args.evaluate:
             print(f"{name}: evaluating {model_dir}", flush=True)
             code = cli(["evaluate", "--model", str(model_dir), "--task", args.task, "--data_dir", args.data_dir,
-                        *sweep_arguments(model_dir, args.task), "--output", str(report), "--plot", str(out / "trade_off.png")])
+                        *sweep_arguments(model_dir, args.task), "--output", str(report), "--plot", str(plot)])
             if code:
                 raise SystemExit(f"{name}: hf-multiexit evaluate failed ({code})")
-            # The plot sits beside the report, as the card's image link expects.
-            atomic_write_json(report, {**json.loads(report.read_text()), "plot": "trade_off.png"})
+            sweep = json.loads(report.read_text())
+        elif (model_dir / "report.json").is_file():
+            sweep = json.loads((model_dir / "report.json").read_text())
+            plot_report(sweep, plot, title=f"{name}: {sweep['num_samples']} {args.task} dev samples, batch {sweep['batch_size']}")
+        else:
+            raise SystemExit(f"{name}: {model_dir} has no report.json from benchmarks/run_all.py; pass --evaluate.")
+        # The plot sits beside the report, as the card's image link expects.
+        atomic_write_json(report, {**sweep, "plot": "trade_off.png"})
         code = cli(["push", "--model", str(model_dir), "--repo_id", f"{args.org}/{name}", "--report", str(report),
                     "--base_model", BASE_MODEL, "--license", LICENSE, "--card_only", str(out / "README.md")])
         if code:
