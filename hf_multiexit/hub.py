@@ -58,8 +58,9 @@ METHODS = {
 """Display name, paper and link of each training method, for the card."""
 
 
-class PushError(RuntimeError):
-    """The Hub refused or failed an upload; the message names the repo and what to do."""
+class PushError(OSError):
+    """The Hub refused or failed an upload; the message names the repo and what to do. An `OSError`, so that the
+    command line reports it as an error message (also when `hf-multiexit train --push_to_hub` fails at the end)."""
 
 
 # ------------------------------------------------------------------------------------------------- checking inputs

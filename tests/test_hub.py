@@ -236,6 +236,14 @@ def test_server_error_mid_upload_leaves_nothing_behind(online, model_folder, tmp
     assert hub.repos["org/broken"].head == commit.oid and "model.safetensors" in hub.files("org/broken")
 
 
+def test_push_command_reports_a_failed_upload(online, model_folder, capsys):
+    online.fail("preupload", 403)
+    assert main(["push", "--model", str(model_folder), "--repo_id", "org/denied"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hf-multiexit push: error: Pushing") and "403" in err and "'org/denied'" in err
+    assert "org/denied" not in online.repos
+
+
 def test_server_error_into_an_existing_repo_keeps_it_unchanged(online, model_folder):
     hub = online
     push_model(model_folder, "org/kept", token=TOKEN)
