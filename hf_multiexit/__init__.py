@@ -34,6 +34,8 @@ from .trainers import (
     PabeeTrainer,
     RomeBertConfig,
     RomeBertTrainer,
+    SmartBertConfig,
+    SmartBertTrainer,
 )
 
 __version__ = "0.1.0"
@@ -55,6 +57,8 @@ __all__ = [
     "PabeeTrainer",
     "RomeBertConfig",
     "RomeBertTrainer",
+    "SmartBertConfig",
+    "SmartBertTrainer",
     "EXIT_HEADS",
     "EXIT_HEAD_STYLES",
     "EXIT_STRATEGIES",

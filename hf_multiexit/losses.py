@@ -104,6 +104,38 @@ def chained_distillation_loss(
     )
 
 
+def token_info_nce(
+    anchor: torch.Tensor, positive: torch.Tensor, attention_mask: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Token-level InfoNCE between two views `a`, `b` `(B, S, d)` of the same sequences (SmartBERT's cross-layer
+    contrast, Hu et al., IJCAI 2023): token `t`'s positive is the same token in the other view, its negatives the
+    other non-padding tokens of the same sequence,
+
+        l_t = -log( exp(cos(a_t, b_t) / tau) / sum_{s not padding} exp(cos(a_t, b_s) / tau) ),
+
+    averaged over the sample's non-padding tokens `t`. Padding is neither an anchor nor a negative (the released
+    code counts it as both). Returns `(B,)`."""
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0.")
+    a = F.normalize(anchor.float(), dim=-1)
+    b = F.normalize(positive.float(), dim=-1)
+    valid = attention_mask.bool()
+    # Finite fill, not -inf: padded anchors' rows would otherwise give inf - inf = NaN (and NaN gradients).
+    scores = (a @ b.transpose(1, 2) / temperature).masked_fill(~valid[:, None, :], torch.finfo(torch.float32).min)
+    log_prob = scores.diagonal(dim1=1, dim2=2) - scores.logsumexp(dim=-1)
+    per_token = torch.where(valid, -log_prob, torch.zeros_like(log_prob))
+    return per_token.sum(-1) / valid.sum(-1).clamp_min(1)
+
+
+def skip_reward(gate_probs: Sequence[torch.Tensor], coefficient: float) -> torch.Tensor:
+    """SmartBERT's skipping term `lambda / sum_i mean_b(g_i)` over the layers' gate probabilities `g_i` `(B,)`
+    (Hu et al., IJCAI 2023, as released): small when gates open, so it pushes layers to be skipped. It is a
+    batch-level quantity (the batch mean sits inside the reciprocal), returned repeated for every sample so that
+    the trainers' per-sample mean gives back its value."""
+    total = torch.stack([g.float().mean() for g in gate_probs]).sum()
+    return (coefficient / total).expand(gate_probs[0].shape[0])
+
+
 def project_conflicting(g_b: torch.Tensor, g_a: torch.Tensor) -> torch.Tensor:
     """Gradient projection (RomeBERT's released `--gp`, after PCGrad, Yu et al. 2020): if `<g_B, g_A> < 0`,
     `g_B <- g_B - (<g_B, g_A> / ||g_A||^2) g_A`, removing the component of `g_B` that opposes `g_A`."""
@@ -120,6 +152,8 @@ __all__ = [
     "mutual_distillation_pairs",
     "mutual_distillation_terms",
     "project_conflicting",
+    "skip_reward",
     "task_loss",
+    "token_info_nce",
     "weighted_exit_loss",
 ]

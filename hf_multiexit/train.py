@@ -22,6 +22,8 @@ from .trainers import MultiExitTrainingArguments, get_method
 
 DEFAULT_EXIT_HEADS = {"pabee": "linear", "leebert": "linear", "smartbert": "attention"}
 """Each paper's head style; methods not listed use `"pooler"` (DeeBERT, RomeBERT)."""
+METHOD_MODEL_OPTIONS = {"smartbert": {"use_skip_gates": True}}
+"""Model options a method needs (SmartBERT trains skip gates)."""
 
 
 @dataclass
@@ -122,6 +124,7 @@ def build_model(model_args: ModelArguments, method: str, label_names: list[str] 
     if model_args.exit_layers is not None:
         options["exit_layers"] = model_args.exit_layers
     options["exit_pooling"] = model_args.exit_pooling
+    options.update(METHOD_MODEL_OPTIONS.get(method, {}))
     try:
         model = MultiExitBertForSequenceClassification.from_pretrained(model_args.model_name_or_path, **options)
     except SafetensorError as err:

@@ -12,6 +12,8 @@ from .pabee_config import PabeeConfig
 from .pabee_trainer import PabeeTrainer
 from .romebert_config import RomeBertConfig
 from .romebert_trainer import RomeBertTrainer
+from .smartbert_config import SmartBertConfig
+from .smartbert_trainer import SmartBertTrainer
 
 __all__ = [
     "METHODS",
@@ -27,6 +29,8 @@ __all__ = [
     "PabeeTrainer",
     "RomeBertConfig",
     "RomeBertTrainer",
+    "SmartBertConfig",
+    "SmartBertTrainer",
     "StageCallback",
     "get_method",
     "per_exit_metrics",

@@ -43,6 +43,9 @@ class MultiExitModelOutput(ModelOutput):
         gate_probs (tuple of `(B,)`): the skip gates' probabilities `g_i`, one per layer, in all-exits mode.
         hidden_states (tuple of `(B, S, H)`): embeddings and every layer's output, with `output_hidden_states=True`
             in all-exits mode.
+        layer_outputs (tuple of `(B, S, H)`): with skip gates, each layer's own output `Layer_i(h_{i-1})` before
+            the gate mixes it with the layer's input (what the intermediate exits read), with
+            `output_hidden_states=True` in all-exits mode.
     """
 
     logits: torch.FloatTensor | None = None
@@ -52,6 +55,7 @@ class MultiExitModelOutput(ModelOutput):
     all_logits: tuple[torch.FloatTensor, ...] | None = None
     gate_probs: tuple[torch.FloatTensor, ...] | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    layer_outputs: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -67,6 +71,7 @@ class MultiExitSequenceClassifierOutput(ModelOutput):
     all_logits: tuple[torch.FloatTensor, ...] | None = None
     gate_probs: tuple[torch.FloatTensor, ...] | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    layer_outputs: tuple[torch.FloatTensor, ...] | None = None
 
 
 def _head_dropout(config: MultiExitConfig) -> float:
@@ -306,6 +311,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         output_all_exits: bool | None = None,
         output_hidden_states: bool | None = None,
         gradient_equilibrium: bool = False,
+        gate_mode: str | None = None,
         **exit_kwargs,
     ) -> MultiExitModelOutput:
         r"""
@@ -318,6 +324,8 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
                 equilibrium (Li et al., 2019): with `k` exits from this one on, the head sees `GR(x, 1/k)` and the
                 deeper layers `GR(GR(x, 1/k), k - 1)`, so each exit's gradient into the backbone weighs `1/k` and the
                 deeper ones `(k-1)/k`. Identity in the forward pass.
+            gate_mode: `"soft"`, `"hard"` or `"off"`, replacing `config.gate_mode` for this call (SmartBERT trains
+                with soft gates first, then hard ones).
             **exit_kwargs: `ExitConfig` fields overriding it for this call, e.g. `exit_strategy="patience", patience=2`.
         """
         config = self.resolve_exit_config(exit_config, exit_kwargs)
@@ -326,38 +334,54 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         hidden_states = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         if self.training or output_all_exits:
-            return self._forward_all_exits(hidden_states, attention_mask, bool(output_hidden_states), gradient_equilibrium)
+            gate_mode = self.config.gate_mode if gate_mode is None else gate_mode
+            if gate_mode not in ("soft", "hard", "off"):
+                raise ValueError(f"gate_mode={gate_mode!r} is not one of ['soft', 'hard', 'off'].")
+            use_gates = self.skip_gates is not None and gate_mode != "off"
+            if use_gates and gradient_equilibrium:
+                raise ValueError("gradient_equilibrium=True does not combine with skip gates; pass gate_mode='off'.")
+            return self._forward_all_exits(
+                hidden_states, attention_mask, bool(output_hidden_states), gradient_equilibrium, gate_mode if use_gates else None
+            )
         return self._forward_early_exit(hidden_states, attention_mask, strategy)
 
-    def _gate_weight(self, layer_index: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor):
+    def _gate_weight(self, layer_index: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor, gate_mode: str):
         """`(g, g^)`: the gate probability and the weight the layer's skip branch gets in all-exits mode. Soft mode
         uses `g`; hard mode the straight-through `g^ = g + sg(1[g >= r] - g)`; eval mode always hard skips."""
         gate = self.skip_gates[layer_index](hidden_states, attention_mask)
-        if self.training and self.config.gate_mode == "soft":
+        if self.training and gate_mode == "soft":
             return gate, gate
         hard = (gate >= self.config.gate_threshold).to(gate.dtype)
         return gate, gate + (hard - gate).detach()
 
     def _forward_all_exits(
-        self, hidden_states, attention_mask, output_hidden_states, gradient_equilibrium=False
+        self, hidden_states, attention_mask, output_hidden_states, gradient_equilibrium=False, gate_mode=None
     ) -> MultiExitModelOutput:
+        """Every layer and exit; `gate_mode` None runs without gates. With gates, the intermediate exits read the
+        layer's own output `Layer_i(h_{i-1})`, which is what they see at inference, where an exit is checked only
+        for samples that ran its layer (SmartBERT trains its exits so); the final classifier reads the gated state."""
         extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
-        use_gates = self.skip_gates is not None and self.config.gate_mode != "off"
-        all_logits, gate_probs, states = [], [], [hidden_states]
+        use_gates = gate_mode is not None
+        all_logits, gate_probs, states, raw_outputs = [], [], [hidden_states], []
         layers_run = torch.zeros(hidden_states.shape[0], dtype=torch.long, device=hidden_states.device)
         for index, layer_module in enumerate(self.encoder.layer):
             layer_output = layer_module(hidden_states, extended_mask)
             if use_gates:
-                gate, weight = self._gate_weight(index, hidden_states, attention_mask)
+                gate, weight = self._gate_weight(index, hidden_states, attention_mask, gate_mode)
                 gate_probs.append(gate)
                 weight = weight[:, None, None].to(hidden_states.dtype)
                 hidden_states = (1 - weight) * layer_output + weight * hidden_states
                 layers_run += (weight[:, 0, 0] < 1).long()
+                raw_outputs.append(layer_output)
             else:
                 hidden_states = layer_output
                 layers_run += 1
             states.append(hidden_states)
             if index + 1 not in self._exit_index:
+                continue
+            if use_gates:
+                exit_input = hidden_states if index + 1 == self.config.num_hidden_layers else layer_output
+                all_logits.append(self.exit_logits(index + 1, exit_input, attention_mask))
                 continue
             exits_left = len(self._exit_index) - self._exit_index[index + 1]
             if gradient_equilibrium and exits_left > 1:
@@ -373,6 +397,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             all_logits=tuple(all_logits),
             gate_probs=tuple(gate_probs) if use_gates else None,
             hidden_states=tuple(states) if output_hidden_states else None,
+            layer_outputs=tuple(raw_outputs) if output_hidden_states and use_gates else None,
         )
 
     def _forward_early_exit(self, hidden_states, attention_mask, strategy: ExitStrategy) -> MultiExitModelOutput:
@@ -522,6 +547,7 @@ class MultiExitBertForSequenceClassification(MultiExitPreTrainedModel):
         output_all_exits: bool | None = None,
         output_hidden_states: bool | None = None,
         gradient_equilibrium: bool = False,
+        gate_mode: str | None = None,
         **exit_kwargs,
     ) -> MultiExitSequenceClassifierOutput:
         r"""As [`MultiExitBertModel.forward`], plus `labels` (`(B,)` class ids, `(B, C)` multi-hot, or `(B,)` floats
@@ -539,6 +565,7 @@ class MultiExitBertForSequenceClassification(MultiExitPreTrainedModel):
             output_all_exits=want_all,
             output_hidden_states=output_hidden_states,
             gradient_equilibrium=gradient_equilibrium,
+            gate_mode=gate_mode,
             **exit_kwargs,
         )
         loss = None

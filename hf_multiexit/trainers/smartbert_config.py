@@ -1,0 +1,72 @@
+"""Configuration of SmartBERT training (Hu et al., "SmartBERT: A Promotion of Dynamic Early Exiting Mechanism for
+Accelerating BERT Inference", IJCAI 2023)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .base import MultiExitTrainingArguments
+
+
+@dataclass
+class SmartBertConfig(MultiExitTrainingArguments):
+    """SmartBERT: stage 1 trains backbone, skip gates and final classifier (soft gates first, then hard ones) with a
+    skipping reward and a token-level cross-layer contrastive loss; stage 2 freezes them and trains the intermediate
+    exits with a contrastive loss between consecutive exits. Defaults are the released script's (lr 2e-5, batch 16,
+    weight decay 0.01, 5 + 4 epochs, lambda 0.04, eta1 0.01, tau1 0.5, eta2 0.05, tau2 0.55, 3 of 5 epochs soft)."""
+
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of stage 1 (script: 2e-5)."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device (script: 16)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (script: 0.01)."})
+    num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs of stage 1 (script: 5)."})
+    stage2_num_train_epochs: float = field(default=4.0, metadata={"help": "Epochs of stage 2 (script: 4)."})
+    stage2_learning_rate: float | None = field(
+        default=None, metadata={"help": "Peak learning rate of stage 2 (None: the same as stage 1, as in the script)."}
+    )
+    soft_gate_fraction: float = field(
+        default=0.6,
+        metadata={"help": "Stage 1 weighs layers with the soft gate probability g for this fraction of its epochs, then "
+                  "with the straight-through hard weight (script: the first 3 of 5 epochs). 0: hard from the start."},
+    )
+    skip_lambda: float = field(
+        default=0.04, metadata={"help": "lambda of the skipping reward lambda / sum_i mean(g_i) (script: 0.04)."}
+    )
+    stage1_contrastive_weight: float = field(
+        default=0.01, metadata={"help": "eta1 in [0, 1): weight of the cross-layer token InfoNCE in stage 1 (script: 0.01)."}
+    )
+    stage1_temperature: float = field(default=0.5, metadata={"help": "tau1 > 0 of the stage-1 InfoNCE (script: 0.5)."})
+    stage2_contrastive_weight: float = field(
+        default=0.05, metadata={"help": "eta2 in [0, 1): weight of the contrastive loss between exits in stage 2 "
+                                "(script: 0.05)."}
+    )
+    stage2_temperature: float = field(default=0.55, metadata={"help": "tau2 > 0 of the stage-2 InfoNCE (script: 0.55)."})
+    projection_size: int = field(
+        default=128, metadata={"help": "Width of the training-only projection MLPs of the contrastive losses (script: 128)."}
+    )
+    entropy_threshold: float = field(
+        default=0.3,
+        metadata={"help": "Entropy threshold S of the saved exit rule (exit_config.json: strategy 'skip', with the "
+                  "model's gate_threshold r)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.stage2_num_train_epochs > 0:
+            raise ValueError(f"stage2_num_train_epochs={self.stage2_num_train_epochs} must be a positive number.")
+        if self.stage2_learning_rate is not None and not self.stage2_learning_rate > 0:
+            raise ValueError(f"stage2_learning_rate={self.stage2_learning_rate} must be a positive number or None.")
+        for name in ("stage1_contrastive_weight", "stage2_contrastive_weight"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}={value} is out of range: it must lie in [0, 1).")
+        for name in ("stage1_temperature", "stage2_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0.")
+        if not 0.0 <= self.soft_gate_fraction <= 1.0:
+            raise ValueError(f"soft_gate_fraction={self.soft_gate_fraction} is out of range: it must lie in [0, 1].")
+        if not self.skip_lambda >= 0:
+            raise ValueError(f"skip_lambda={self.skip_lambda} must be >= 0.")
+        if not (isinstance(self.projection_size, int) and self.projection_size >= 1):
+            raise ValueError(f"projection_size={self.projection_size} must be a positive integer.")
+        if not self.entropy_threshold >= 0:
+            raise ValueError(f"entropy_threshold={self.entropy_threshold} must be >= 0.")
