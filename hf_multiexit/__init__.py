@@ -21,6 +21,7 @@ from .models.multiexit_bert import (
 )
 
 from .hub import PushError, build_model_card, push_model, save_model_card
+from .models.multiexit_bert.modeling_multiexit_bert import MultiExitTextClassificationPipeline
 from .trainers import (
     CurriculumConfig,
     CurriculumTrainer,
@@ -70,6 +71,7 @@ __all__ = [
     "MultiExitModelOutput",
     "MultiExitSequenceClassifierOutput",
     "register_exit_strategy",
+    "MultiExitTextClassificationPipeline",
     "PushError",
     "build_model_card",
     "push_model",

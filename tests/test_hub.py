@@ -16,7 +16,13 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizer, pipeline
 
 from fake_hub import TOKEN, FakeHub
-from hf_multiexit import ExitConfig, MultiExitBertForSequenceClassification, PabeeConfig, PabeeTrainer
+from hf_multiexit import (
+    ExitConfig,
+    MultiExitBertForSequenceClassification,
+    MultiExitTextClassificationPipeline,
+    PabeeConfig,
+    PabeeTrainer,
+)
 from hf_multiexit.cli import main
 from hf_multiexit.hub import PushError, build_model_card, check_repo_id, push_model
 from test_checkpoints import REMOTE_SCRIPT
@@ -138,6 +144,15 @@ def test_card_only_writes_readme_and_uploads_nothing(model_folder, report_file, 
                  "--card_only", str(out)]) == 0
     assert ModelCard.load(out).data.model_name == "tiny"
     assert sorted(os.listdir(model_folder)) == before and os.listdir(out.parent) == ["README.md"]
+
+
+def test_installed_pipeline_class_takes_exit_arguments(model_folder):
+    classify = pipeline("text-classification", model=str(model_folder), pipeline_class=MultiExitTextClassificationPipeline)
+    [static] = classify("w1 w2 w3", exit_strategy="static", exit_layer=3)
+    assert static["exit_layer"] == 3 and static["label"] in LABELS
+    assert {r["exit_layer"] for r in classify(["w4", "w5 w6"], exit_strategy="none")} == {4}
+    with pytest.raises(ValueError, match="exit_layer=9 is not an exit of this model"):
+        classify("w1", exit_strategy="static", exit_layer=9)
 
 
 # ------------------------------------------------------------------------------------------------- bad input
