@@ -216,6 +216,24 @@ def test_smartbert_resumes_in_either_stage(tmp_path):
             torch.testing.assert_close(trainer.projections.state_dict()[name], value, msg=name)
 
 
+def test_smartbert_gradient_accumulation_matches_one_doubled_batch(tmp_path):
+    """Every term but the batch-level skip reward is per sample (so lambda = 0 here): accumulating two halves equals
+    one batch, in both stages, the trainer-owned projections included (plain SGD at lr 1, as in test_trainers)."""
+    data = ToyTask(16)
+    results = []
+    for batch, accumulation in ((16, 1), (8, 2)):
+        model = smart_model()
+        args = smart_args(
+            tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
+            learning_rate=1.0, max_grad_norm=1e9, optim="sgd", skip_lambda=0.0,
+        )
+        trainer = SmartBertTrainer(model=model, args=args, train_dataset=data)
+        trainer.train()
+        results.append({**weights(model), **{f"projections.{k}": v.clone() for k, v in trainer.projections.state_dict().items()}})
+    for name in results[0]:
+        torch.testing.assert_close(results[0][name], results[1][name], atol=2e-6, rtol=1e-5, msg=name)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
