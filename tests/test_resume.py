@@ -23,13 +23,31 @@ KILLS = [
     ("deebert", 2, 5, "after-step"),
     ("deebert", 2, 6, "during-save"),
     ("pabee", 1, 6, "during-save"),
-    ("romebert", 1, 7, "after-step"),
+    ("curriculum", 2, 5, "after-step"),
+    ("leebert", 1, 5, "after-step"),
+    ("smartbert", 2, 5, "after-step"),
 ]
 
 
-def run_until_killed(*args):
-    result = subprocess.run([sys.executable, str(WORKER), *map(str, args)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == -signal.SIGKILL, result.stderr[-4000:]
+def run_until_killed(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(WORKER), *map(str, args)], stderr=subprocess.PIPE, text=True)
+
+
+def assert_killed(process: subprocess.Popen) -> None:
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == -signal.SIGKILL, stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def killed_runs(tmp_path_factory) -> dict[tuple, Path]:
+    """Every run of `KILLS`, started at once (the interpreter start-ups overlap), each in its own folder."""
+    folders = {kill: tmp_path_factory.mktemp("killed") for kill in KILLS}
+    for process in [
+        run_until_killed("kill", case, folders[case, stage, step, where], stage, step, *(["during-save"] if where == "during-save" else []))
+        for case, stage, step, where in KILLS
+    ]:
+        assert_killed(process)
+    return folders
 
 
 def without_speed(metrics):
@@ -37,16 +55,15 @@ def without_speed(metrics):
 
 
 @pytest.mark.parametrize("case, stage, step, where", KILLS)
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, case, stage, step, where):
-    killed = tmp_path / "killed"
-    run_until_killed("kill", case, killed, stage, step, *(["during-save"] if where == "during-save" else []))
-    stage_dir = killed / f"stage-{stage}" if case == "deebert" else killed
+def test_killed_run_resumes_to_the_uninterrupted_result(killed_runs, tmp_path, case, stage, step, where):
+    killed = killed_runs[case, stage, step, where]
+    resumed = build_trainer(case, killed, save_strategy="steps", save_steps=SAVE_STEPS)
+    stage_dir = killed / f"stage-{stage}" if len(resumed.stages) > 1 else killed
     last_saved = step // SAVE_STEPS * SAVE_STEPS
     assert (stage_dir / f"checkpoint-{last_saved}").is_dir()
     if where == "during-save":
         # The checkpoint being written when the process died has weights but no trainer state: it is skipped.
         assert not (stage_dir / f"checkpoint-{last_saved}" / "trainer_state.json").exists()
-    resumed = build_trainer(case, killed, save_strategy="steps", save_steps=SAVE_STEPS)
     resumed.train(resume_from_checkpoint=True)
     reference = build_trainer(case, tmp_path / "reference")
     reference.train()
@@ -56,13 +73,21 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, case, stage, s
     assert without_speed(resumed.evaluate()) == pytest.approx(without_speed(reference.evaluate()), abs=1e-6)
 
 
+@pytest.fixture(scope="module")
+def saves_killed(tmp_path_factory) -> dict[str, Path]:
+    """A model folder for each of `SAVE_KILL_POINTS`, killed there while saving over an older model."""
+    folders = {when: tmp_path_factory.mktemp("model") for when in SAVE_KILL_POINTS}
+    for process in [run_until_killed("kill-saving", folder, when) for when, folder in folders.items()]:
+        assert_killed(process)
+    return folders
+
+
 @pytest.mark.parametrize("when", list(SAVE_KILL_POINTS))
-def test_model_folder_killed_while_saving_loads_old_model_or_nothing(tmp_path, when):
+def test_model_folder_killed_while_saving_loads_old_model_or_nothing(saves_killed, when):
     """Killed while saving over an older model: while the new files are written aside, the old model still loads
     intact; once they are renamed in, the folder has no weights until the last rename, so it loads neither half of
     the old nor half of the new model. Saving again gives the new model."""
-    folder = tmp_path / "model"
-    run_until_killed("kill-saving", folder, when)
+    folder = saves_killed[when]
     if when == "writing":
         assert_same_weights(MultiExitBertForSequenceClassification.from_pretrained(folder), toy_model(seed=1))
     else:

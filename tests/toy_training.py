@@ -26,32 +26,61 @@ from transformers import TrainerCallback
 
 from hf_multiexit.io import atomic_save_pretrained
 from hf_multiexit.lora import add_lora
-from hf_multiexit.trainers import get_method
+from hf_multiexit.trainers import DeeBertTrainer, get_method
 from test_trainers import ToyTask, toy_args, toy_model
 
 TRAIN_SIZE = 32
 EVAL_SIZE = 16
 SAVE_STEPS = 3
 
-# case name -> (method, method options). Every registered method has a case named after it (checked in the tests);
-# variants of a method add `<method>-<variant>` cases.
+class StageOneFreezesExits(DeeBertTrainer):
+    """DeeBERT whose first stage also freezes the intermediate exits (as SmartBERT's does): its second stage trains
+    parameters that required no gradient when the first stage wrapped the model in DDP."""
+
+    def stage_trainable(self, index, model):
+        if index > 0:
+            return super().stage_trainable(index, model)
+        exits = {id(p) for p in self.intermediate_exit_parameters(model)}
+        return [p for p in model.parameters() if id(p) not in exits]
+
+
+# case name -> (method, method options). Variants of a method are named `<method>-<variant>`.
 CASES: dict[str, tuple[str, dict]] = {
     "pabee": ("pabee", {}),
     "romebert": ("romebert", {"gradient_regularization": "gp"}),
     "romebert-ge": ("romebert", {"gradient_regularization": "ge"}),
     "deebert": ("deebert", {}),
+    "deebert-frozen-exits": ("deebert", {}),
+    "leebert": ("leebert", {}),  # cross-level optimisation (clo_mix 0.5): D1/D2 split, unrolled bi-level gradient
+    "leebert-single-level": ("leebert", {"clo_mix": 1.0}),
+    "curriculum": ("curriculum", {}),  # a warm-up stage, then the loss-scored curriculum
+    "smartbert": ("smartbert", {"stage2_num_train_epochs": 2}),
 }
-# Model options a method needs on the tiny model (e.g. skip gates).
-MODEL_OPTIONS: dict[str, dict] = {}
+# Trainers other than the method's own.
+TRAINERS = {"deebert-frozen-exits": StageOneFreezesExits}
+# Model options a method needs on the tiny model.
+MODEL_OPTIONS: dict[str, dict] = {"smartbert": {"use_skip_gates": True, "exit_head": "attention"}}
 
-DDP_CASES = ("pabee", "romebert", "romebert-ge", "deebert")
-"""RomeBERT's projection (`gp`) acts on the all-reduced gradient, `ge` in the forward pass; DeeBERT switches stage."""
+DDP_CASES = ("pabee", "romebert", "romebert-ge", "deebert", "deebert-frozen-exits", "leebert-single-level", "smartbert")
+"""RomeBERT's projection (`gp`) acts on the all-reduced gradient, `ge` in the forward pass; DeeBERT and SmartBERT
+switch stage (`deebert-frozen-exits`: to parameters the first stage froze, as SmartBERT's does); LeeBERT's learned
+loss weights live outside the DDP-wrapped model."""
+DDP_GAPS = {
+    "curriculum": "CurriculumSampler draws each batch of b on its own (randperm of the pool per batch), so two "
+    "processes x b train on other samples than one process x 2b; drawing one batch of b x processes x accumulation "
+    "per optimizer step and splitting it would make them equal.",
+}
+"""Methods whose two-process run does not equal one process with the doubled batch yet, and why. LeeBERT's
+cross-level optimisation (the `leebert` case) is not equal either: every process draws the same unsharded D2 batch
+of b (one process: 2b) and computes the finite difference with its own `v`; sharding D2 and all-reducing `v` would
+make it equal."""
 
 
 def build_trainer(case: str, output_dir: str | Path, batch: int = 8, lora: dict | None = None, **overrides):
     """The method's trainer on the toy task: SGD, no dropout, fixed seeds; `lora`: `add_lora` options."""
     method, options = CASES[case]
     config_class, trainer_class = get_method(method)
+    trainer_class = TRAINERS.get(case, trainer_class)
     values = dict(
         output_dir=str(output_dir), per_device_train_batch_size=batch, optim="sgd", learning_rate=0.5,
         num_train_epochs=2, logging_steps=4,

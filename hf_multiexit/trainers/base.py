@@ -292,6 +292,9 @@ class MultiExitTrainer(Trainer):
                 self.args.output_dir = os.path.join(root, f"stage-{index + 1}")
                 stage_callback.stage_index, stage_callback.stage_name = index, self.stages[index]
                 self.optimizer, self.lr_scheduler = None, None
+                # A fresh DDP wrapper too: DDP all-reduces only the gradients of the parameters that required one
+                # when it was built, so a stage that trains what an earlier stage froze would train it per process.
+                self.model_wrapped = self.model
                 self.begin_stage(index)
                 results[index] = super().train(resume_from_checkpoint=checkpoint if index == start else None, **kwargs)
         finally:
