@@ -114,7 +114,7 @@ class SmartBertTrainer(MultiExitTrainer):
                 "contrastive": eta * sum(token_info_nce(a, b, mask, tau) for a, b in zip(views, views[1:])),
             }
         eta, tau = self.args.stage2_contrastive_weight, self.args.stage2_temperature
-        heads = self.accelerator.unwrap_model(self.model).base_model.exits
+        heads = self.unwrapped_model().base_model.exits
         views = [
             project(torch.tanh(head.features.proj(outputs.layer_outputs[layer - 1])))
             for project, head, layer in zip(self.projections["exits"], heads, self.exit_layers[:-1])
