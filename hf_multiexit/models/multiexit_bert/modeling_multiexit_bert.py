@@ -91,13 +91,13 @@ class PooledExitHead(nn.Module):
         self.dropout = nn.Dropout(_head_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, shared_pooler: nn.Module | None):
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, shared_pooler: nn.Module | None):
         pooler = (self.pooler if self.pooler is not None else shared_pooler).dense
         # BertPooler's tanh(W h_[CLS] + b), and dropout only in training: this head runs after every layer, where
         # module calls cost as much as the arithmetic at batch size 1.
         if not self.mean_pooling:
             features = hidden_states[:, 0]
-        elif bool(attention_mask.all()):
+        elif attention_mask is None:
             features = hidden_states.mean(dim=1)
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
@@ -116,9 +116,10 @@ class ClsAttention(nn.Module):
         self.proj = nn.Linear(hidden_size, inner_size)
         self.attention = nn.MultiheadAttention(inner_size, num_heads, dropout=dropout, batch_first=True)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         x = torch.tanh(self.proj(hidden_states))
-        out, _ = self.attention(x[:, :1], x, x, key_padding_mask=attention_mask == 0, need_weights=False)
+        padding = None if attention_mask is None else attention_mask == 0
+        out, _ = self.attention(x[:, :1], x, x, key_padding_mask=padding, need_weights=False)
         return out[:, 0]
 
 
@@ -132,7 +133,7 @@ class AttentionExitHead(nn.Module):
         self.dense = nn.Linear(size, size)
         self.classifier = nn.Linear(size, config.num_labels)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, shared_pooler: nn.Module | None):
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, shared_pooler: nn.Module | None):
         return self.classifier(torch.tanh(self.dense(self.features(hidden_states, attention_mask))))
 
 
@@ -141,7 +142,8 @@ EXIT_HEADS: dict[str, Callable[[MultiExitConfig, bool], nn.Module]] = {
     "linear": lambda config, is_final: PooledExitHead(config, own_pooler=False),
     "attention": AttentionExitHead,
 }
-"""Exit head factories by `config.exit_head`: `(config, is_final) -> module(hidden, mask, shared_pooler) -> logits`."""
+"""Exit head factories by `config.exit_head`: `(config, is_final) -> module(hidden, mask, shared_pooler) -> logits`;
+`mask` None means no padding (the early-exit loop passes None then, which saves a check per exit)."""
 
 
 class SkipGate(nn.Module):
@@ -153,7 +155,7 @@ class SkipGate(nn.Module):
         self.features = ClsAttention(config.hidden_size, config.gate_hidden_size, config.gate_num_heads, 0.0)
         self.score = nn.Linear(config.gate_hidden_size, 1)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         return torch.sigmoid(self.score(self.features(hidden_states, attention_mask))).squeeze(-1)
 
 
@@ -291,7 +293,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         self.embeddings.word_embeddings = value
 
     def exit_logits(self, layer: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits of the exit after 1-based `layer`."""
+        """Logits of the exit after 1-based `layer`; `attention_mask` None means no padding."""
         return self.exits[self._exit_index[layer]](hidden_states, attention_mask, self.pooler)
 
     def resolve_exit_config(self, exit_config: ExitConfig | None, exit_kwargs: dict) -> ExitConfig:
@@ -408,18 +410,21 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
         # Without gates every sample runs every layer up to its exit, so only gated runs count layers.
         layers_run = torch.zeros(batch_size, dtype=torch.long, device=device) if gate_threshold is not None else None
-        exit_checks = torch.zeros(batch_size, dtype=torch.long, device=device)
+        # Without gates a sample's exit checks follow from its exit layer (counted after the loop), which keeps
+        # per-layer bookkeeping out of the batch-1 path.
+        exit_checks = torch.zeros(batch_size, dtype=torch.long, device=device) if gate_threshold is not None else None
         active = torch.arange(batch_size, device=device)  # original index of each sample still in the batch
         state = strategy.init_state(batch_size, device)
         hidden_states, attention_mask = self._trim_padding(hidden_states, attention_mask)
         extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
+        head_mask = None if extended_mask is None else attention_mask
         for index, layer_module in enumerate(self.encoder.layer):
             layer = index + 1
             rows = None  # None: every active sample runs this layer; else the indices of those that do
             if gate_threshold is None:
                 hidden_states = layer_module(hidden_states, extended_mask)
             else:
-                ran = self.skip_gates[index](hidden_states, attention_mask) < gate_threshold
+                ran = self.skip_gates[index](hidden_states, head_mask) < gate_threshold
                 rows = ran.nonzero().squeeze(1)
                 if rows.numel() == ran.numel():
                     rows = None
@@ -432,21 +437,24 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
                 continue
             if layer == num_layers:
                 # The final classifier answers for every sample still running, including ones that skipped it.
-                logits_out[active] = self.exit_logits(layer, hidden_states, attention_mask).to(logits_out.dtype)
-                exit_checks[active] += 1
+                logits_out[active] = self.exit_logits(layer, hidden_states, head_mask).to(logits_out.dtype)
+                if exit_checks is not None:
+                    exit_checks[active] += 1
                 break
             if not strategy.needs_logits(layer) or (rows is not None and rows.numel() == 0):
                 continue
             if rows is None and active.numel() == 1 and strategy.decide_one is not None:
-                logits = self.exit_logits(layer, hidden_states, attention_mask)
-                exit_checks[active] += 1
+                logits = self.exit_logits(layer, hidden_states, head_mask)
+                if exit_checks is not None:
+                    exit_checks[active] += 1
                 if strategy.decide_one(logits[0].tolist()):
                     logits_out[active] = logits.to(logits_out.dtype)
                     exit_layers[active] = layer
                     break
                 continue
-            logits, leaving = self._exit_decision(strategy, layer, hidden_states, attention_mask, state, rows)
-            exit_checks[active if rows is None else active[rows]] += 1
+            logits, leaving = self._exit_decision(strategy, layer, hidden_states, head_mask, state, rows)
+            if exit_checks is not None:
+                exit_checks[active if rows is None else active[rows]] += 1
             leavers = int(leaving.sum())
             if leavers == 0:
                 continue
@@ -461,6 +469,13 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             state = {key: value[staying] for key, value in state.items()}
             hidden_states, attention_mask = self._trim_padding(hidden_states, attention_mask)
             extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
+            head_mask = None if extended_mask is None else attention_mask
+        if exit_checks is None:
+            checked = [
+                layer in self._exit_index and (layer == num_layers or strategy.needs_logits(layer))
+                for layer in range(num_layers + 1)
+            ]
+            exit_checks = torch.tensor(checked, dtype=torch.long).cumsum(0).to(device)[exit_layers]
         return MultiExitModelOutput(
             logits=logits_out,
             exit_layers=exit_layers,
@@ -477,7 +492,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             return logits, strategy.should_exit(logits, layer, state)
         # Only the skip strategy, which is stateless, gets here.
         logits = hidden_states.new_zeros(hidden_states.shape[0], self.config.num_labels)
-        logits[rows] = self.exit_logits(layer, hidden_states[rows], attention_mask[rows])
+        logits[rows] = self.exit_logits(layer, hidden_states[rows], None if attention_mask is None else attention_mask[rows])
         leaving = torch.zeros(hidden_states.shape[0], dtype=torch.bool, device=hidden_states.device)
         leaving[rows] = strategy.should_exit(logits[rows], layer, {})
         return logits, leaving
