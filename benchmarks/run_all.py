@@ -69,9 +69,9 @@ def nearest(points: list[dict], speedup: float) -> dict:
     return min(points, key=lambda p: abs(p["layer_speedup"] - speedup))
 
 
-def sweep_model(task: str, out: Path, glue_dir: str) -> dict:
-    """The trade-off report of the model in `out`, with wall-clock runs at each strategy's 1.5x / 2x / within-1-point
-    points."""
+def sweep_model(task: str, out: Path, glue_dir: str, reference: float | None) -> dict:
+    """The trade-off report of the model in `out`, with wall-clock runs at each strategy's 1.5x / 2x points and its
+    best points within one point of its own full depth and of `reference` (None: only its own)."""
     model = MultiExitBertForSequenceClassification.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
     split = get_glue_task(task).validation_splits[0]
@@ -82,12 +82,18 @@ def sweep_model(task: str, out: Path, glue_dir: str) -> dict:
     chosen = set()
     for strategy in dict.fromkeys(p["strategy"] for p in dense):
         points = [p for p in dense if p["strategy"] == strategy]
-        best = tradeoff_summary(draft, strategy, tolerance=TOLERANCE)["operating_point"]
-        for point in [best, *(nearest(points, s) for s in SPEEDUPS)]:
+        best = [tradeoff_summary(draft, strategy, tolerance=TOLERANCE, reference=r)["operating_point"] for r in (None, reference)]
+        for point in [*best, *(nearest(points, s) for s in SPEEDUPS)]:
             if point is not None:
                 chosen.add(id(point))
     points = [evaluator.point(p["strategy"], *p["params"].values(), wall_clock=True) if id(p) in chosen else p for p in dense]
     return evaluator.report(points)
+
+
+def reference_metric(reports: dict[str, dict]) -> float | None:
+    """The fine-tuned full-depth metric (the reference method's final exit), None before that method has run."""
+    report = reports.get(REFERENCE_METHOD)
+    return None if report is None else report["full_depth"]["metrics"][report["primary_metric"]]
 
 
 def best_strategy(report: dict, reference: float) -> tuple[str, dict]:
@@ -106,16 +112,18 @@ def task_table(task: str, rows: list[dict]) -> list[str]:
     lines = [
         f"**{task.upper()}** ({metric}; reference = fine-tuned full depth, {fmt(rows[0]['reference'])})", "",
         f"| method | strategy | full depth | @{SPEEDUPS[0]}x layers | @{SPEEDUPS[1]}x layers | speed-up within 1 pt "
-        "of reference | wall-clock speed-up there (batch 32) | FLOPs speed-up there | train time |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "of reference | wall-clock speed-up there (batch 32) | FLOPs speed-up there | oracle | train time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         s, point = row["summary"], row["summary"]["operating_point"] or {}
+        oracle = "–" if row["oracle"] is None else f"{row['oracle']['agree_final']['layer_speedup']:.2f}x"
         lines.append(
             f"| {row['method']} | {row['strategy']} | {fmt(s['full_depth'])} | {fmt(s['at_speedup'][str(SPEEDUPS[0])])} | "
             f"{fmt(s['at_speedup'][str(SPEEDUPS[1])])} | {s['speedup_within_tolerance']:.2f}x | "
             f"{fmt(point.get('wall_speedup'), 2)}{'x' if point.get('wall_speedup') else ''} | "
-            f"{fmt(point.get('flops_speedup'), 2)}{'x' if point.get('flops_speedup') else ''} | {row['train_runtime']:.0f} s |"
+            f"{fmt(point.get('flops_speedup'), 2)}{'x' if point.get('flops_speedup') else ''} | {oracle} | "
+            f"{row['train_runtime']:.0f} s |"
         )
     return lines + [""]
 
@@ -157,14 +165,14 @@ def main() -> None:
             report_path = out / "report.json"
             if selected and (args.resweep or not report_path.exists()):
                 print(f"sweeping {method} on {task}", flush=True)
-                report = sweep_model(task, out, args.glue_dir)
+                report = sweep_model(task, out, args.glue_dir, reference_metric(reports))
                 report.update(method=method, command=command, train_runtime=train_report["train_runtime"])
                 atomic_write_json(report_path, report)
             reports[method] = json.loads(report_path.read_text())
-        if REFERENCE_METHOD not in reports:
+        reference = reference_metric(reports)
+        if reference is None:
             continue
         metric = reports[REFERENCE_METHOD]["primary_metric"]
-        reference = reports[REFERENCE_METHOD]["full_depth"]["metrics"][metric]
         for method, report in reports.items():
             strategy, summary = best_strategy(report, reference)
             rows.append({"method": method, "metric": metric, "reference": reference, "strategy": strategy,
