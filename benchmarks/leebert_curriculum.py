@@ -158,21 +158,21 @@ def write_results(rows: list[dict], command: str, timing: dict | None = None) ->
             lines.append(f"| {r['run']} | " + " | ".join(cells) + f" | {r['curve']['full_depth_accuracy']:.3f} | "
                          f"{per_exit} | {r['train_runtime']:.0f} |")
         lines += [""]
-        timing = {r["run"]: r for r in task_rows}
-        if {"pabee", "leebert"} <= set(timing):
-            p, l = timing["pabee"], timing["leebert"]
+        by_run = {r["run"]: r for r in task_rows}
+        if {"pabee", "leebert"} <= set(by_run):
+            p, l = by_run["pabee"], by_run["leebert"]
             per_epoch = l["train_runtime"] / l["epochs"] / (p["train_runtime"] / p["epochs"])
             per_step = (l["train_runtime"] / l["optimizer_steps"]) / (p["train_runtime"] / p["optimizer_steps"])
             lines += [f"CLO overhead ({task}): LeeBERT {l['train_runtime'] / l['epochs']:.1f} s/epoch vs. PABEE "
                       f"{p['train_runtime'] / p['epochs']:.1f} s/epoch = **{per_epoch:.2f}x per epoch** "
                       f"({per_step:.2f}x per optimizer step; LeeBERT's epoch is D1 = 80% of the data).", ""]
-        if "leebert" in timing and timing["leebert"].get("learned_weights"):
-            weights = timing["leebert"]["learned_weights"]
+        if "leebert" in by_run and by_run["leebert"].get("learned_weights"):
+            weights = by_run["leebert"]["learned_weights"]
             ce = {k: round(v, 4) for k, v in weights.items() if k.startswith("ce_")}
             kd = sum(v for k, v in weights.items() if k.startswith("kd_"))
             lines += [f"LeeBERT learned weights ({task}): CE {ce}, distillation total {kd:.3f} (start: CE 0.0833 "
                       "each, distillation total 0.5).", ""]
-            norms = timing["leebert"].get("clo_gradient_norms")
+            norms = by_run["leebert"].get("clo_gradient_norms")
             if norms:
                 lines += [f"Mean gradient norms of the weight logits ({task}): single-level (D1) "
                           f"{norms['clo_single_grad_norm']:.3g}, bi-level (D2) {norms['clo_bilevel_grad_norm']:.3g}.", ""]
@@ -236,7 +236,8 @@ def main():
             "epochs": 2.0, "optimizer_steps": optimizer_steps(run, report["config"]),
             "learned_weights": (config.get("leebert_loss_weights") or {}).get("weights"),
             "clo_gradient_norms": clo_gradient_norms(out / "train.log"), "config": report["config"],
-            "command": " ".join(train_command[1:]).replace(backbone, "$MINILM").replace(args.glue_dir, "$GLUE_DIR"),
+            "command": "python " + " ".join(train_command[1:]).replace(backbone, "$MINILM")
+            .replace(args.glue_dir, "$GLUE_DIR").replace(str(ROOT) + "/", ""),
         })
         write_results(rows, command, timing)
 
