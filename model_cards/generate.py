@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Generates the model cards of the checkpoints this project publishes, from the trained models and their sweeps.
 
-    .venv/bin/python model_cards/generate.py                      # every trained method, from run_all's sweeps
-    flock /tmp/hf-multiexit-cpu.lock .venv/bin/python model_cards/generate.py --evaluate --methods pabee
+    flock /tmp/hf-multiexit-cpu.lock .venv/bin/python model_cards/generate.py --evaluate   # every trained method
+    .venv/bin/python model_cards/generate.py --methods pabee            # from run_all's sweep, no model runs
 
 For each model `<runs>/<task>-<method>` trained by `benchmarks/run_all.py` (through `hf-multiexit train`, so it has
 `eval_results.json`), into `model_cards/<method>-minilm-l6-<task>/`:
