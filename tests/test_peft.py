@@ -36,14 +36,7 @@ def assert_same_exits(a, b):
     torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-4)
 
 
-PEFT_GAPS = {
-    "smartbert": "SmartBertTrainer.objective reads self.accelerator.unwrap_model(self.model).base_model.exits, which "
-    "a PeftModel does not have (MultiExitTrainer.unwrapped_model().base_model.exits is the same without LoRA).",
-}
-"""Methods that do not train with LoRA yet, and why."""
-
-
-@pytest.mark.parametrize("case", sorted(set(METHODS) - set(PEFT_GAPS)))
+@pytest.mark.parametrize("case", sorted(METHODS))
 def test_lora_trains_adapters_and_exit_heads_and_merges_exactly(tmp_path, case):
     trainer = build_trainer(case, tmp_path / "out", lora={"r": 4})
     model = trainer.model
