@@ -421,6 +421,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         for index, layer_module in enumerate(self.encoder.layer):
             layer = index + 1
             rows = None  # None: every active sample runs this layer; else the indices of those that do
+            subset = None  # with rows: their layer output and head mask, trimmed to their own longest length
             if gate_threshold is None:
                 hidden_states = layer_module(hidden_states, extended_mask)
             else:
@@ -430,8 +431,13 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
                     rows = None
                     hidden_states = layer_module(hidden_states, extended_mask)
                 elif rows.numel():
-                    sub_mask = None if extended_mask is None else extended_mask[rows]
-                    hidden_states = hidden_states.index_copy(0, rows, layer_module(hidden_states[rows], sub_mask))
+                    # The samples that run the layer pay for their own longest length, not the batch's.
+                    states, mask = self._trim_padding(hidden_states[rows], attention_mask[rows])
+                    sub_mask = _additive_mask(mask, states.dtype)
+                    states = layer_module(states, sub_mask)
+                    subset = (states, None if sub_mask is None else mask)
+                    padding = hidden_states.shape[1] - states.shape[1]
+                    hidden_states = hidden_states.index_copy(0, rows, F.pad(states, (0, 0, 0, padding)) if padding else states)
                 layers_run[active if rows is None else active[rows]] += 1
             if layer not in self._exit_index:
                 continue
@@ -452,7 +458,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
                     exit_layers[active] = layer
                     break
                 continue
-            logits, leaving = self._exit_decision(strategy, layer, hidden_states, head_mask, state, rows)
+            logits, leaving = self._exit_decision(strategy, layer, hidden_states, head_mask, state, rows, subset)
             if exit_checks is not None:
                 exit_checks[active if rows is None else active[rows]] += 1
             leavers = int(leaving.sum())
@@ -483,16 +489,17 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             exit_checks=exit_checks,
         )
 
-    def _exit_decision(self, strategy, layer, hidden_states, attention_mask, state, rows):
+    def _exit_decision(self, strategy, layer, hidden_states, attention_mask, state, rows, subset=None):
         """`(logits, leaving)` for the active samples: the exit head's logits (zeros where not computed) and the
         boolean mask of samples that leave. `rows` (indices of the samples that ran this layer, or None for all)
-        limits the head and the check to them: skipped layers cost no exit check (SmartBERT)."""
+        limits the head and the check to them, which read `subset` (their layer output and head mask): skipped
+        layers cost no exit check (SmartBERT)."""
         if rows is None:
             logits = self.exit_logits(layer, hidden_states, attention_mask)
             return logits, strategy.should_exit(logits, layer, state)
         # Only the skip strategy, which is stateless, gets here.
         logits = hidden_states.new_zeros(hidden_states.shape[0], self.config.num_labels)
-        logits[rows] = self.exit_logits(layer, hidden_states[rows], None if attention_mask is None else attention_mask[rows])
+        logits[rows] = self.exit_logits(layer, *subset)
         leaving = torch.zeros(hidden_states.shape[0], dtype=torch.bool, device=hidden_states.device)
         leaving[rows] = strategy.should_exit(logits[rows], layer, {})
         return logits, leaving
