@@ -44,6 +44,8 @@ BUDGET = ["--num_train_epochs", "2", "--learning_rate", "1e-4", "--exit_learning
           "--exit_pooling", "mean"]
 """The same for every method: 2 epochs, batch 32, lr 1e-4 (exits 1e-3), 10% warm-up, mean-pooled exits (MiniLM is a
 mean-pooling model, see README), seed 42; each method keeps its paper's objective, head style and other defaults."""
+METHOD_ARGS = {"smartbert": ["--stage2_num_train_epochs", "2"]}
+"""Second stages get the same 2 epochs as the first (DeeBERT's does by default)."""
 REFERENCE_METHOD = "deebert"
 SPEEDUPS = (1.5, 2.0)
 TOLERANCE = 0.01  # one point of the metric
@@ -160,7 +162,7 @@ def main() -> None:
             selected = task in tasks and method in methods
             if not selected and not (out / "report.json").exists():
                 continue
-            train_report, command = train_run(method, task, out, task_args(task), args.glue_dir) if selected else (
+            train_report, command = train_run(method, task, out, [*task_args(task), *METHOD_ARGS.get(method, [])], args.glue_dir) if selected else (
                 json.loads((out / "eval_results.json").read_text()), None)
             report_path = out / "report.json"
             if selected and (args.resweep or not report_path.exists()):

@@ -35,5 +35,5 @@ def train_run(method: str, task: str, out: Path, args: list[str], glue_dir: str)
         with open(out / "train.log", "w") as log:
             subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
         print(f"  {time.perf_counter() - start:.0f} s", flush=True)
-    shown = " ".join(["hf-multiexit", *command[4:]]).replace(backbone, "$MINILM").replace(glue_dir, "$GLUE_DIR")
+    shown = " ".join(["hf-multiexit", *command[3:]]).replace(backbone, "$MINILM").replace(glue_dir, "$GLUE_DIR")
     return json.loads(report_path.read_text()), shown

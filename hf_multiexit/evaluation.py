@@ -106,13 +106,14 @@ def run_inference(model, dataset, collator, batch_size: int = 32, description: s
 
 
 def all_exit_logits(model, dataset, collator, batch_size: int = 32, description: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """One full-depth pass computing every exit: `(N, E, C)` logits and the labels (or None)."""
+    """One full-depth pass computing every exit: `(N, E, C)` logits and the labels (or None). Skip gates stay off,
+    as in early exit with any strategy but `skip`, so these are the logits those strategies see."""
     model.eval()
     logits, labels = [], []
     with torch.inference_mode():
         for batch in _batches(dataset, collator, batch_size, description):
             _pop_labels(batch, labels)
-            out = model(**batch, output_all_exits=True)
+            out = model(**batch, output_all_exits=True, gate_mode="off")
             logits.append(torch.stack(out.all_logits, dim=1).float().numpy())
     return np.concatenate(logits), (np.concatenate(labels) if labels else None)
 

@@ -46,7 +46,8 @@ def toy_set(count=40, regression=False, seed=3):
 
 
 def cached_logits(model, data):
-    return torch.stack(model(**{k: v for k, v in collate(data).items() if k != "labels"}, output_all_exits=True).all_logits, 1)
+    inputs = {k: v for k, v in collate(data).items() if k != "labels"}
+    return torch.stack(model(**inputs, output_all_exits=True, gate_mode="off").all_logits, 1)
 
 
 def replay_cases(model, data):
@@ -112,13 +113,16 @@ def test_evaluator_points_match_real_runs_and_report_fields(tmp_path):
 
 
 def test_replay_refuses_skip_and_evaluator_measures_it():
-    model = tiny_model(use_skip_gates=True)
+    # Gates that skip about half the layers: strategies other than skip must still be replayed without them.
+    model = tiny_model(use_skip_gates=True, gate_mode="hard", gate_threshold=0.5)
     data = toy_set()
+    evaluator = TradeoffEvaluator(model, data, collate, batch_size=8, progress=False)
+    for point in evaluator.sweep({"entropy": [0.9], "patience": [1]}):
+        assert point["exit_agreement"] == 1.0
     with torch.no_grad():
         all_logits = cached_logits(model, data).numpy()
     with pytest.raises(ValueError, match="cannot be replayed"):
         simulate_exits(all_logits, model.config, exit_strategy="skip", entropy_threshold=0.5)
-    evaluator = TradeoffEvaluator(model, data, collate, batch_size=8, progress=False)
     (point,) = evaluator.sweep({"skip": [0.9]}, wall_clock=False)
     real = run_inference(model, data, collate, 8, exit_strategy="skip", entropy_threshold=0.9)
     assert point["avg_exit_layer"] == pytest.approx(real.avg_exit_layer) and point["simulated"] is False
