@@ -69,14 +69,18 @@ def test_sampler_draws_every_batch_from_the_competence_pool():
         sampler.set_epoch(epoch)
         indices = list(sampler)
         assert len(indices) == size and indices == list(sampler)  # deterministic in (seed, epoch)
-        for b in range(size // batch):
-            step = (epoch * (size // batch) + b) // per_step
-            pool = max(batch, math.ceil(competence(step) * size))
-            drawn = indices[b * batch : (b + 1) * batch]
-            assert len(set(drawn)) == batch and set(drawn) <= set(order[:pool]), (epoch, b)
+        step_size, steps = batch * per_step, size // (batch * per_step)
+        for s in range(steps):
+            pool = max(step_size, math.ceil(competence(epoch * steps + s) * size))
+            drawn = indices[s * step_size : (s + 1) * step_size]
+            assert len(set(drawn)) == step_size and set(drawn) <= set(order[:pool]), (epoch, s)
         epochs.append(indices)
     assert epochs[0] != epochs[1]
-    assert set(epochs[0][:8]) <= set(range(32, 40))  # steps 0-1: only the 8 easiest
+    assert set(epochs[0][:8]) <= set(range(32, 40))  # step 0: only the 8 easiest
+    # Two processes (or micro-steps) with batch 4 share out the samples one process with batch 8 trains on.
+    single = CurriculumSampler(size, per_step * batch, 1, competence, seed=7, order_fn=lambda: order)
+    single.set_epoch(1)
+    assert list(single) == epochs[1]
     uneven = CurriculumSampler(10, 4, 1, lambda step: 1.0, seed=0, order_fn=lambda: range(10))
     assert len(list(uneven)) == 10  # last batch of 2
     wrong = CurriculumSampler(10, 4, 1, lambda step: 1.0, seed=0, order_fn=lambda: range(9))

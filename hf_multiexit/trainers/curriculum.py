@@ -2,8 +2,8 @@
 callback that keeps the curriculum in checkpoints.
 
 A curriculum sorts the training set from easy to hard (a difficulty scorer) and, at optimizer step `t`, draws
-each batch uniformly from the easiest `c(t)` fraction (a pacing function), as in competence-based curriculum
-learning (Platanios et al., NAACL 2019), the sample-level half of Gu et al. (IJSEKE 2023).
+the step's samples uniformly from the easiest `c(t)` fraction (a pacing function), as in competence-based
+curriculum learning (Platanios et al., NAACL 2019), the sample-level half of Gu et al. (IJSEKE 2023).
 """
 
 from __future__ import annotations
@@ -100,14 +100,17 @@ def difficulty_order(scores: torch.Tensor) -> list[int]:
 
 
 class CurriculumSampler(Sampler[int]):
-    """Yields one epoch of `num_samples` indices, batch by batch: the batch at optimizer step `t` is drawn
-    uniformly without replacement from the easiest `max(batch, ceil(c(t) N))` samples of `order`.
+    """Yields one epoch of `num_samples` indices, optimizer step by optimizer step: the samples of step `t` are one
+    draw, uniform without replacement, of `batch_size x batches_per_step` samples (the last step of an epoch: the
+    rest) from the easiest `max(batch_size x batches_per_step, ceil(c(t) N))` samples of `order`.
 
-    `t` = (batches before this one, counting earlier epochs) // `batches_per_step`, where `batches_per_step` =
-    gradient accumulation steps x processes (accelerate hands consecutive batches to the processes). The indices
-    depend only on `(seed, epoch, order)`, so Trainer's resume, which sets the epoch and skips the batches already
-    trained, continues at exactly the same position. `order` is computed on first use by `order_fn` unless the
-    curriculum callback restored it from a checkpoint.
+    `batches_per_step` = gradient accumulation steps x processes: accelerate deals consecutive batches of
+    `batch_size` out to the processes in turn, so each process and micro-step trains on its slice of the step's
+    draw, and the union over processes is the draw of one process with `batches_per_step` times the batch (drawing
+    each batch on its own would give every process other samples). The indices depend only on
+    `(seed, epoch, order)`, so Trainer's resume, which sets the epoch and skips the batches already trained,
+    continues at exactly the same position. `order` is computed on first use by `order_fn` unless the curriculum
+    callback restored it from a checkpoint.
     """
 
     def __init__(
@@ -129,8 +132,9 @@ class CurriculumSampler(Sampler[int]):
         self.epoch = 0
 
     @property
-    def batches_per_epoch(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
+    def step_size(self) -> int:
+        """Samples per optimizer step, over all processes and micro-steps."""
+        return self.batch_size * self.batches_per_step
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -139,8 +143,8 @@ class CurriculumSampler(Sampler[int]):
         return self.num_samples
 
     def pool_size(self, step: int) -> int:
-        """How many of the easiest samples the batches of optimizer step `step` are drawn from."""
-        return min(self.num_samples, max(self.batch_size, math.ceil(self.competence(step) * self.num_samples)))
+        """How many of the easiest samples optimizer step `step` draws from."""
+        return min(self.num_samples, max(self.step_size, math.ceil(self.competence(step) * self.num_samples)))
 
     def __iter__(self) -> Iterator[int]:
         if self.order is None:
@@ -150,10 +154,10 @@ class CurriculumSampler(Sampler[int]):
                              f"{self.num_samples}; resume with the training set the checkpoint was trained on.")
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.tensor(self.order)
-        for batch in range(self.batches_per_epoch):
-            step = (self.epoch * self.batches_per_epoch + batch) // self.batches_per_step
-            size = min(self.batch_size, self.num_samples - batch * self.batch_size)
-            pool = self.pool_size(step)
+        steps_per_epoch = math.ceil(self.num_samples / self.step_size)
+        for step in range(steps_per_epoch):
+            size = min(self.step_size, self.num_samples - step * self.step_size)
+            pool = self.pool_size(self.epoch * steps_per_epoch + step)
             yield from order[torch.randperm(pool, generator=generator)[:size]].tolist()
 
 

@@ -20,14 +20,15 @@ class CurriculumTrainer(MultiExitTrainer):
     """Two levels (Gu et al. 2023):
 
     - Samples: a curriculum. A difficulty scorer (`difficulty_scorer`) sorts the training set from easy to hard;
-      at optimizer step `t` each batch is drawn uniformly from the easiest `c(t)` fraction, `c` a pacing function
-      (`pacing`: competence `sqrt` (default) or `linear` of Platanios et al. 2019, or `baby_steps`) reaching 1 after
-      `curriculum_fraction` of the steps. The model-based scorers (`loss`, `first_correct_exit`) need a model that
-      has seen the data: a first stage (`difficulty_warmup_epochs`, uniform sampling, same objective) trains it,
-      scores every training sample at the start of the curriculum stage, and training continues from it (so the
-      curriculum shapes the later training, not a fresh start). `length` needs no warm-up stage. The curriculum is a
-      `CurriculumSampler` plus a `CurriculumCallback` that stores the order in checkpoints: resuming continues at the
-      same batch of the same curriculum.
+      at optimizer step `t` the step's samples (all processes' and micro-steps' batches together, so N processes
+      train on what one process with N times the batch would) are drawn uniformly from the easiest `c(t)` fraction,
+      `c` a pacing function (`pacing`: competence `sqrt` (default) or `linear` of Platanios et al. 2019, or
+      `baby_steps`) reaching 1 after `curriculum_fraction` of the steps. The model-based scorers (`loss`,
+      `first_correct_exit`) need a model that has seen the data: a first stage (`difficulty_warmup_epochs`, uniform
+      sampling, same objective) trains it, scores every training sample at the start of the curriculum stage, and
+      training continues from it (so the curriculum shapes the later training, not a fresh start). `length` needs no
+      warm-up stage. The curriculum is a `CurriculumSampler` plus a `CurriculumCallback` that stores the order in
+      checkpoints: resuming continues at the same batch of the same curriculum.
     - Features: distillation between exits, with the label loss on the final exit,
 
           L = CE(z_L, y) + sum_{i<L} [ (1 - gamma) CE(z_i, y) + gamma T^2 KL(sg(p_{t(i)}^T) || p_i^T) ]
