@@ -169,10 +169,18 @@ class LeeBertTrainer(MultiExitTrainer):
         labels = inputs["labels"]
         fraction = float(self.reduce(torch.ones(len(labels), device=labels.device), labels, num_items_in_batch))
         share = 1 / fraction if num_items_in_batch is not None else self.current_gradient_accumulation_steps
+        # DDP averages the accumulated gradients over processes at the optimizer step's last micro-batch only
+        # (`no_sync` before): there the gradients from before it are averaged too, at the others the difference is,
+        # so that every process takes the virtual step of the micro-batch of all processes together.
+        synced = self.accelerator.sync_gradients
+        if synced:
+            before = [b if b is None else self._process_mean(b) for b in before]
         train_gradient = [
             (torch.zeros_like(p) if p.grad is None else p.grad if b is None else p.grad - b) * share
             for p, b in zip(params, before)
         ]
+        if not synced:
+            train_gradient = [self._process_mean(g) for g in train_gradient]
         single = weights.grad - weights_before
         xi = self.args.unroll_learning_rate or self.lr_scheduler.get_last_lr()[0]
         bilevel = self.bilevel_gradient(
@@ -189,7 +197,13 @@ class LeeBertTrainer(MultiExitTrainer):
         self, model, d1_inputs: dict, d2_inputs: dict, train_gradient: list[torch.Tensor], xi: float
     ) -> torch.Tensor:
         """DARTS' finite-difference estimate of `d/da L_D2(theta - xi * train_gradient(a))`, where
-        `train_gradient = grad_theta L_D1(theta, a)` on `d1_inputs` for the trainable parameters (in order)."""
+        `train_gradient = grad_theta L_D1(theta, a)` on `d1_inputs` for the trainable parameters (in order).
+
+        On several processes `d2_inputs` is this process's share of the step's D2 batch and `train_gradient` the
+        gradient of all processes' D1 batches: `v` is the gradient of the D2 loss of the whole D2 batch (summed over
+        processes, each share weighted by its size), so `theta'`, `v` and the radius are the same on every process,
+        and the difference on this process's D1 batch is averaged over processes with `a`'s other gradient, as DDP
+        averages the model's."""
         net = self.accelerator.unwrap_model(model)
         params = [p for p in net.parameters() if p.requires_grad]
         original = [p.detach().clone() for p in params]
@@ -204,7 +218,9 @@ class LeeBertTrainer(MultiExitTrainer):
             with self.compute_loss_context_manager():
                 outer = self.outer_loss(net, d2_inputs)
             v = torch.autograd.grad(outer, params, allow_unused=True)
-            v = [torch.zeros_like(p) if g is None else g for p, g in zip(params, v)]
+            count = len(d2_inputs["labels"])
+            share = count / self._process_mean(torch.tensor(float(count), device=outer.device))
+            v = [self._process_mean(share * (torch.zeros_like(p) if g is None else g)) for p, g in zip(params, v)]
             norm = torch.sqrt(sum((g.float() ** 2).sum() for g in v))
             radius = self.args.finite_difference_eps / norm.clamp_min(torch.finfo(norm.dtype).tiny)
             mean_terms = []
@@ -228,9 +244,11 @@ class LeeBertTrainer(MultiExitTrainer):
         return -xi * torch.autograd.grad(weighted, self.loss_weight_logits)[0]
 
     def _next_bilevel_batch(self) -> dict[str, Any]:
-        """D2 batch number `k = global_step * gradient_accumulation_steps + micro-batch`, taken from a seeded shuffle
-        of D2 per pass: a function of `k` alone, so a resumed run draws the same D2 batches as an uninterrupted one.
-        Every process draws the same batches (D2 is not sharded)."""
+        """This process's share of D2 batch number `k = global_step * gradient_accumulation_steps + micro-batch`,
+        taken from a seeded shuffle of D2 per pass: a function of `k` alone, so a resumed run draws the same D2
+        batches as an uninterrupted one. A D2 batch has `per_device_train_batch_size x processes` samples, split
+        evenly between the processes like the training batch, so N processes together draw the D2 batch of one
+        process with N times the batch; a pass's last batch is left out when it cannot give every process a sample."""
         if self._bilevel_data is None:
             dataset, collator = self.bilevel_dataset, self.data_collator
             if hasattr(dataset, "column_names"):
@@ -243,17 +261,29 @@ class LeeBertTrainer(MultiExitTrainer):
         self._bilevel_micro = self._bilevel_micro + 1 if step == self._bilevel_step else 0
         self._bilevel_step = step
         position = step * self.args.gradient_accumulation_steps + self._bilevel_micro
-        size, batch = len(dataset), self._train_batch_size
-        passes, offset = divmod(position, math.ceil(size / batch))
+        processes = self.accelerator.num_processes
+        size, batch = len(dataset), self._train_batch_size * processes
+        if size < processes:
+            raise ValueError(f"D2 has {size} example(s), fewer than the {processes} processes that share its batches; "
+                             "raise bilevel_split.")
+        passes, offset = divmod(position, size // batch + (size % batch >= processes))
         order = torch.randperm(size, generator=torch.Generator().manual_seed(self.args.seed + passes))
-        return collator([dataset[i] for i in order[offset * batch : (offset + 1) * batch].tolist()])
+        shares = order[offset * batch : (offset + 1) * batch].tensor_split(processes)
+        return collator([dataset[i] for i in shares[self.accelerator.process_index].tolist()])
+
+    def _process_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` averaged over the processes (itself on one)."""
+        if self.accelerator.num_processes == 1:
+            return tensor
+        tensor = tensor.clone()
+        torch.distributed.all_reduce(tensor)
+        return tensor / self.accelerator.num_processes
 
     def _sync_weight_gradient(self) -> None:
         """`a` is not part of the (DDP-wrapped) model, so its gradient is averaged over processes here."""
         grad = self.loss_weight_logits.grad
-        if grad is not None and self.accelerator.num_processes > 1 and self.accelerator.sync_gradients:
-            torch.distributed.all_reduce(grad)
-            grad /= self.accelerator.num_processes
+        if grad is not None and self.accelerator.sync_gradients:
+            self.loss_weight_logits.grad = self._process_mean(grad)
 
     # ----------------------------------------------------------------------------------------------- log and save
     def learned_weights(self) -> dict[str, Any]:
