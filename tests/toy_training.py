@@ -52,6 +52,13 @@ CASES: dict[str, tuple[str, dict]] = {
     "deebert": ("deebert", {}),
     "deebert-frozen-exits": ("deebert", {}),
     "leebert": ("leebert", {}),  # cross-level optimisation (clo_mix 0.5): D1/D2 split, unrolled bi-level gradient
+    # For the DDP comparison: D1 and D2 of 24 and 8 samples, whole batches of 8 (DDP averages a smaller last batch
+    # as two unequal halves), and loss weights that move fast enough for the D2 batch to show in the model's weights.
+    "leebert-ddp": ("leebert", {"bilevel_split": 0.25, "weight_learning_rate": 5.0}),
+    # The same with two micro-batches per step (DDP averages the gradients at the second only): D1 and D2 of 16.
+    "leebert-ddp-accumulation": (
+        "leebert", {"bilevel_split": 0.5, "weight_learning_rate": 5.0, "gradient_accumulation_steps": 2}
+    ),
     "leebert-single-level": ("leebert", {"clo_mix": 1.0}),
     "curriculum": ("curriculum", {}),  # a warm-up stage, then the loss-scored curriculum
     "smartbert": ("smartbert", {"stage2_num_train_epochs": 2}),
@@ -61,19 +68,14 @@ TRAINERS = {"deebert-frozen-exits": StageOneFreezesExits}
 # Model options a method needs on the tiny model.
 MODEL_OPTIONS: dict[str, dict] = {"smartbert": {"use_skip_gates": True, "exit_head": "attention"}}
 
-DDP_CASES = ("pabee", "romebert", "romebert-ge", "deebert", "deebert-frozen-exits", "leebert-single-level", "smartbert")
+DDP_CASES = (
+    "pabee", "romebert", "romebert-ge", "deebert", "deebert-frozen-exits", "leebert-ddp", "leebert-ddp-accumulation",
+    "leebert-single-level", "curriculum", "smartbert",
+)
 """RomeBERT's projection (`gp`) acts on the all-reduced gradient, `ge` in the forward pass; DeeBERT and SmartBERT
 switch stage (`deebert-frozen-exits`: to parameters the first stage froze, as SmartBERT's does); LeeBERT's learned
-loss weights live outside the DDP-wrapped model."""
-DDP_GAPS = {
-    "curriculum": "CurriculumSampler draws each batch of b on its own (randperm of the pool per batch), so two "
-    "processes x b train on other samples than one process x 2b; drawing one batch of b x processes x accumulation "
-    "per optimizer step and splitting it would make them equal.",
-}
-"""Methods whose two-process run does not equal one process with the doubled batch yet, and why. LeeBERT's
-cross-level optimisation (the `leebert` case) is not equal either: every process draws the same unsharded D2 batch
-of b (one process: 2b) and computes the finite difference with its own `v`; sharding D2 and all-reducing `v` would
-make it equal."""
+loss weights live outside the DDP-wrapped model, and its cross-level optimisation shares out each D2 batch and
+averages the D2 gradient over the processes; the curriculum shares out each optimizer step's draw."""
 
 
 def build_trainer(case: str, output_dir: str | Path, batch: int = 8, lora: dict | None = None, **overrides):
