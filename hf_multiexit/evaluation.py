@@ -468,9 +468,10 @@ class EvaluateArguments:
         self.strategies = [name.strip() for name in self.exit_strategy.split(",") if name.strip()]
         for name in self.strategies:
             sweep_parameter(name)
+        thresholds = _parse_values(self.thresholds, float, "thresholds")
         values = {
-            "entropy_threshold": _parse_values(self.thresholds, float, "thresholds"),
-            "confidence_threshold": _parse_values(self.thresholds, float, "thresholds"),
+            "entropy_threshold": thresholds,
+            "confidence_threshold": thresholds,
             "patience": _parse_values(self.patience, int, "patience"),
             "exit_layer": _parse_values(self.exit_layers, int, "exit_layers"),
         }
