@@ -307,6 +307,45 @@ def benchmark_batch_size(model, batches, labels: torch.Tensor, configs: dict, re
     return results, outputs
 
 
+def _median_us(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1e6, 1)
+
+
+def check_cost(model, batch: dict[str, torch.Tensor], repeats: int = 200) -> dict:
+    """Where the batch-1 exit check's time goes: one exit head on one sentence's layer-1 output, timed with its
+    weights in the CPU caches (called twice in a row) and after 64 MiB of other memory traffic (as in the exit
+    loop, where a layer's 7 MB of weights pass between two checks), next to one layer timed the same way, and the
+    weight bytes of each. If the cold head costs a layer's time times the ratio of their weight bytes, the check is
+    bound by reading the head's weights, not by per-op overhead."""
+    encoder = model.base_model
+    layer_module, exit_layer = encoder.encoder.layer[0], model.config.exit_layers[0]
+    head = encoder.exits[0]
+    evict = torch.ones(16 * 2**20)  # 64 MiB of float32, more than the caches
+    times = {"head_hot": [], "head_cold": [], "layer_cold": []}
+    with torch.inference_mode():
+        hidden = encoder.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
+        for _ in range(repeats):
+            encoder.exit_logits(exit_layer, hidden, None)
+            start = time.perf_counter()
+            encoder.exit_logits(exit_layer, hidden, None)
+            times["head_hot"].append(time.perf_counter() - start)
+            for name, call in (("head_cold", lambda: encoder.exit_logits(exit_layer, hidden, None)),
+                               ("layer_cold", lambda: layer_module(hidden, None))):
+                evict.add_(1.0)
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
+    head_params = {id(p): p for p in head.parameters()}
+    if model.config.exit_head == "linear":  # the shared pretrained pooler is read at every check too
+        head_params.update({id(p): p for p in encoder.pooler.parameters()})
+    head_bytes = sum(p.numel() * p.element_size() for p in head_params.values())
+    layer_bytes = sum(p.numel() * p.element_size() for p in layer_module.parameters())
+    result = {name: _median_us(values) for name, values in times.items()}
+    result.update(tokens=int(batch["input_ids"].shape[1]), head_weight_bytes=head_bytes, layer_weight_bytes=layer_bytes,
+                  weight_ratio=round(head_bytes / layer_bytes, 4), cold_time_ratio=round(result["head_cold"] / result["layer_cold"], 4))
+    return result
+
+
 def exactness(outputs_by_bs: dict[int, dict], reference_bs: int) -> dict:
     report = {"reference_batch_size": reference_bs, "logit_tolerance": LOGIT_TOLERANCE, "checks": {}}
     ok_all = True
@@ -465,6 +504,12 @@ def markdown(report: dict) -> str:
         for key, c in ex["checks"].items():
             lines.append(f"| {key} | {c['exit_layer_mismatches']} | {c['max_abs_logit_diff']:.2e} | {'PASS' if c['pass'] else 'FAIL'} |")
         lines.append("")
+    c = report["check_cost_batch1"]
+    lines += ["## What a batch-1 exit check costs", "",
+              f"One exit head on one sentence ({c['tokens']} tokens): {c['head_hot']:.0f} us with its weights in the caches, "
+              f"{c['head_cold']:.0f} us after 64 MiB of other memory traffic (as between two checks in the exit loop); one layer "
+              f"after the same traffic: {c['layer_cold']:.0f} us. Cold head / cold layer = {c['cold_time_ratio']:.3f}; their weight "
+              f"bytes: {c['head_weight_bytes'] / 2**20:.2f} MiB / {c['layer_weight_bytes'] / 2**20:.2f} MiB = {c['weight_ratio']:.3f}.", ""]
     lines += ["## Targets", "", "| target | value | required | result |", "|---|---:|---|---|"]
     for t in report["targets"]:
         value = "" if t["value"] is None else (f"{t['value']:+.2%}" if "overhead" in t["name"] else f"{t['value']:.3f}")
@@ -573,6 +618,7 @@ def main(argv=None) -> int:
             model, batches_by_bs[bs], labels, configs, args.repeats, num_layers
         )
     share = machine_share(snapshot_before, cpu_snapshot())
+    check = check_cost(model, batches_by_bs[min(args.batch_sizes)][0][0])
     exact = exactness(outputs_by_bs, min(args.batch_sizes)) if len(args.batch_sizes) > 1 else None
     targets = evaluate_targets(results, exact)
     loadavg_after = [round(x, 2) for x in os.getloadavg()]
@@ -651,6 +697,7 @@ def main(argv=None) -> int:
         },
         "results": {str(bs): res for bs, res in results.items()},
         "exactness": exact,
+        "check_cost_batch1": check,
         "targets": targets,
         "all_targets_pass": all(t["pass"] for t in targets),
         "warnings": warnings,
