@@ -99,9 +99,15 @@ def reference_metric(reports: dict[str, dict]) -> float | None:
 
 
 def best_strategy(report: dict, reference: float) -> tuple[str, dict]:
-    """The strategy with the largest layer speed-up within `TOLERANCE` of the reference metric."""
+    """The strategy with the largest layer speed-up within `TOLERANCE` of the reference metric (where none gets
+    there: the best metric at the largest quoted speed-up)."""
     summaries = {s: tradeoff_summary(report, s, SPEEDUPS, TOLERANCE, reference=reference) for s in {p["strategy"] for p in report["points"]}}
-    name = max(sorted(summaries), key=lambda s: (summaries[s]["speedup_within_tolerance"], s == "entropy"))
+
+    def rank(s: str) -> tuple:
+        summary = summaries[s]
+        return summary["speedup_within_tolerance"] or 0.0, summary["at_speedup"][str(SPEEDUPS[-1])] or 0.0, s == "entropy"
+
+    name = max(sorted(summaries), key=rank)
     return name, summaries[name]
 
 
@@ -119,10 +125,11 @@ def task_table(task: str, rows: list[dict]) -> list[str]:
     ]
     for row in rows:
         s, point = row["summary"], row["summary"]["operating_point"] or {}
+        within = "none" if s["speedup_within_tolerance"] is None else f"{s['speedup_within_tolerance']:.2f}x"
         oracle = "–" if row["oracle"] is None else f"{row['oracle']['agree_final']['layer_speedup']:.2f}x"
         lines.append(
             f"| {row['method']} | {row['strategy']} | {fmt(s['full_depth'])} | {fmt(s['at_speedup'][str(SPEEDUPS[0])])} | "
-            f"{fmt(s['at_speedup'][str(SPEEDUPS[1])])} | {s['speedup_within_tolerance']:.2f}x | "
+            f"{fmt(s['at_speedup'][str(SPEEDUPS[1])])} | {within} | "
             f"{fmt(point.get('wall_speedup'), 2)}{'x' if point.get('wall_speedup') else ''} | "
             f"{fmt(point.get('flops_speedup'), 2)}{'x' if point.get('flops_speedup') else ''} | {oracle} | "
             f"{row['train_runtime']:.0f} s |"

@@ -362,7 +362,8 @@ def tradeoff_summary(
     """One strategy's curve in numbers: the primary metric at the given layer speed-ups (linear interpolation
     between sweep points, None beyond the largest), and the point with the largest layer speed-up whose metric is
     within `tolerance` (absolute, 0.01 = one accuracy point) of `reference` (default: this model at full depth;
-    e.g. the same backbone fine-tuned without exits), with its measured wall-clock speed-up if it has one."""
+    e.g. the same backbone fine-tuned without exits), with its measured wall-clock speed-up if it has one. That
+    speed-up is 1.0 when only full depth is within `tolerance`, and None when not even full depth is."""
     name = report["primary_metric"]
     full = report["full_depth"]["metrics"][name]
     reference = full if reference is None else reference
@@ -374,14 +375,14 @@ def tradeoff_summary(
     ys = [full] + [p["metrics"][name] for p in points]
     order = np.argsort(xs, kind="stable")
     xs, ys = [xs[i] for i in order], [ys[i] for i in order]
-    within = [p for p in points if p["metrics"][name] >= reference - tolerance - 1e-12]
-    best = max(within, key=lambda p: p["layer_speedup"], default=None)
+    floor = reference - tolerance - 1e-12
+    best = max((p for p in points if p["metrics"][name] >= floor), key=lambda p: p["layer_speedup"], default=None)
     return {
         "metric": name,
         "full_depth": full,
         "reference": reference,
         "at_speedup": {str(s): _interpolate(xs, ys, s) for s in speedups},
-        "speedup_within_tolerance": 1.0 if best is None else best["layer_speedup"],
+        "speedup_within_tolerance": best["layer_speedup"] if best is not None else (1.0 if full >= floor else None),
         "operating_point": best,
     }
 

@@ -175,6 +175,10 @@ def test_tradeoff_summary_interpolates_on_a_hand_made_curve():
     assert summary["at_speedup"]["2.0"] == pytest.approx(0.895 - 0.045 / 3)
     assert summary["at_speedup"]["3.0"] is None
     assert summary["speedup_within_tolerance"] == 1.8
+    only_full_depth = {**report, "points": [point(1.5, 0.80)]}
+    assert tradeoff_summary(only_full_depth, "entropy")["speedup_within_tolerance"] == 1.0
+    below = tradeoff_summary(report, "entropy", reference=0.95)
+    assert below["speedup_within_tolerance"] is None and below["operating_point"] is None
     with pytest.raises(ValueError, match="no points for exit_strategy='patience'"):
         tradeoff_summary(report, "patience")
 
