@@ -102,6 +102,11 @@ class PooledExitHead(nn.Module):
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
             features = (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        if features.shape[0] == 1 and not self.training:
+            # One sample: BLAS matrix-vector products beat one-row matrix products here; at batch size 1 the check
+            # is bound by reading the head's weights, and this takes about a fifth off it (inference_speed.md).
+            pooled = torch.tanh(torch.addmv(pooler.bias, pooler.weight, features[0]))
+            return torch.addmv(self.classifier.bias, self.classifier.weight, pooled).unsqueeze(0)
         pooled = torch.tanh(F.linear(features, pooler.weight, pooler.bias))
         return self.classifier(self.dropout(pooled) if self.training else pooled)
 
