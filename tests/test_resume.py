@@ -25,6 +25,7 @@ KILLS = [
     ("pabee", 1, 6, "during-save"),
     ("curriculum", 2, 5, "after-step"),
     ("leebert", 1, 5, "after-step"),
+    ("smartbert", 1, 5, "after-step"),
     ("smartbert", 2, 5, "after-step"),
 ]
 
