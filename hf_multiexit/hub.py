@@ -182,10 +182,10 @@ def _params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"`{name}={value}`" for name, value in params.items()) or "-"
 
 
-def _exit_arguments(exit_config: ExitConfig) -> dict[str, Any]:
-    """The saved exit rule's strategy and the arguments that strategy reads."""
+def _exit_arguments(exit_config: ExitConfig, regression: bool) -> dict[str, Any]:
+    """The saved exit rule's strategy and the arguments that strategy reads for this problem type."""
     strategy = EXIT_STRATEGIES.get(exit_config.exit_strategy)
-    names = list(strategy.parameters) if strategy is not None else []
+    names = [n for n in strategy.parameters if regression or n not in strategy.regression_parameters] if strategy else []
     if exit_config.min_exit_layer != ExitConfig().min_exit_layer:
         names.append("min_exit_layer")
     return {"exit_strategy": exit_config.exit_strategy, **{name: getattr(exit_config, name) for name in names}}
@@ -299,6 +299,7 @@ def build_model_card(
     if eval_results is None and os.path.isfile(os.path.join(model_dir, EVAL_RESULTS_NAME)):
         eval_results = _read_json(os.path.join(model_dir, EVAL_RESULTS_NAME), "re-run `hf-multiexit train` to rewrite it")
     exit_config = ExitConfig.from_pretrained(model_dir)
+    regression = config.get("problem_type") == "regression" or config.get("num_labels", len(config.get("id2label") or {})) == 1
     num_layers = config["num_hidden_layers"]
     exit_layers = config.get("exit_layers") or list(range(1, num_layers + 1))
     training = (eval_results or {}).get("config") or {}
@@ -318,7 +319,7 @@ def build_model_card(
     if report and default_point is None:
         logger.warning(
             "The report has no point for the saved exit rule %s, so the card's model-index lists the final exit only; "
-            "add that setting to the `hf-multiexit evaluate` sweep to include it.", _exit_arguments(exit_config)
+            "add that setting to the `hf-multiexit evaluate` sweep to include it.", _exit_arguments(exit_config, regression)
         )
 
     tags = ["multi-exit", "early-exit", "bert", "text-classification", "custom_code"] + ([method] if method else [])
@@ -351,8 +352,8 @@ def build_model_card(
         exit_head=config.get("exit_head"),
         exit_pooling=config.get("exit_pooling", "cls"),
         labels=[labels[k] for k in sorted(labels, key=int)] if labels else [],
-        exit_rule=_exit_arguments(exit_config),
-        exit_rule_call=", ".join(f"{k}={v!r}" for k, v in _exit_arguments(exit_config).items()),
+        exit_rule=_exit_arguments(exit_config, regression),
+        exit_rule_call=", ".join(f"{k}={v!r}" for k, v in _exit_arguments(exit_config, regression).items()),
         per_exit_columns=["exit layer"] + exit_columns,
         per_exit_rows=per_exit_rows,
         per_exit_source=("`report.json`" if report else f"`{EVAL_RESULTS_NAME}`") if per_exit_rows else None,

@@ -121,6 +121,12 @@ def test_card_from_eval_results_has_metadata_and_per_exit_table(model_folder):
     assert "trade-off" not in text and "![" not in text
 
 
+def test_card_names_only_the_arguments_the_saved_rule_reads_for_the_problem_type(model_folder):
+    ExitConfig(exit_strategy="patience", patience=3).save_pretrained(model_folder)
+    text = ModelCard(str(build_model_card(model_folder, "org/tiny-pabee"))).text
+    assert "is `exit_strategy=patience`, `patience=3`. Any call" in text  # regression_threshold is for regression only
+
+
 def test_card_with_report_has_trade_off_table_plot_and_default_exit_result(model_folder, report_file):
     card = build_model_card(model_folder, "org/tiny-romebert", report=report_file)
     data, text = card.data, card.text

@@ -65,10 +65,12 @@ def _float32_entropy(logits: list[float]) -> float:
 
 
 class ExitStrategy:
-    """Base class. `parameters` names the `ExitConfig` fields the strategy reads (for error messages and docs)."""
+    """Base class. `parameters` names the `ExitConfig` fields the strategy reads (for error messages and docs),
+    `regression_parameters` those of them it reads only for regression."""
 
     name: ClassVar[str]
     parameters: ClassVar[tuple[str, ...]] = ()
+    regression_parameters: ClassVar[tuple[str, ...]] = ()
     problem_types: ClassVar[tuple[str, ...]] = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
     uses_skip_gates: ClassVar[bool] = False
 
@@ -202,6 +204,7 @@ class PatienceExit(ExitStrategy):
 
     name = "patience"
     parameters = ("patience", "regression_threshold")
+    regression_parameters = ("regression_threshold",)
 
     def __init__(self, exit_config, model_config):
         super().__init__(exit_config, model_config)
