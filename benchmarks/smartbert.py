@@ -19,7 +19,7 @@ runs, time = the fastest of `--repeats` passes, full depth re-timed after every 
   timed at two of them.
 The wall-clock target is `wall_speedup / flops_speedup >= 0.85` for `skip` at batch 32.
 
-Resumable: a trained model is not trained again, and a task whose sweep is in `runs/smartbert/<task>-sweep.json` is
+Resumable: a trained model is not trained again, and a model whose sweep is in `runs/smartbert/<task>-smartbert[-reduced]-sweep.json` is
 not swept again (`--resweep`). Results: `benchmarks/results/smartbert.json` and `.md`, written after each task.
 """
 
@@ -209,7 +209,7 @@ def main() -> None:
         out = ROOT / "runs" / "smartbert" / f"{task}-smartbert{'-reduced' if args.reduced else ''}"
         budget = [*task_args(task), *STAGE2, *(REDUCED if args.reduced else [])]
         train_report, train_command = train_run("smartbert", task, out, budget, args.glue_dir)
-        sweep_path = out.parent / f"{task}-sweep.json"
+        sweep_path = out.parent / f"{out.name}-sweep.json"
         if args.resweep or not sweep_path.exists():
             print(f"sweeping smartbert on {task}", flush=True)
             atomic_write_json(sweep_path, sweep_smartbert(task, out, args.glue_dir, args.repeats))
