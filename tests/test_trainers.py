@@ -257,3 +257,12 @@ def test_trainer_needs_its_method_config(tmp_path):
         PabeeTrainer(model=toy_model(), args=TrainingArguments(output_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="2 values but the model has 4 exits"):
         PabeeTrainer(model=toy_model(), args=toy_args(PabeeConfig, tmp_path, exit_loss_weights=[1.0, 2.0]), train_dataset=ToyTask(8)).train()
+
+
+@pytest.mark.parametrize("config_class, trainer_class", [(DeeBertConfig, DeeBertTrainer), (RomeBertConfig, RomeBertTrainer)])
+def test_entropy_methods_save_patience_on_regression(tmp_path, config_class, trainer_class):
+    """Entropy is defined for classification only: on STS-B the model is saved with the regression-capable rule."""
+    regression = trainer_class(model=toy_model(num_labels=1), args=toy_args(config_class, tmp_path, task="stsb"))
+    assert regression.model.exit_config.exit_strategy == "patience"
+    classification = trainer_class(model=toy_model(), args=toy_args(config_class, tmp_path))
+    assert classification.model.exit_config.exit_strategy == "entropy"

@@ -15,13 +15,16 @@ from typing import Any, ClassVar
 
 import torch
 from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers.utils import logging
 
 from ..hub import push_model
 from ..losses import task_loss
 from ..metrics import logits_metrics
 from ..models.multiexit_bert import ExitConfig
-from ..models.multiexit_bert.exit_strategies import resolve_problem_type
+from ..models.multiexit_bert.exit_strategies import EXIT_STRATEGIES, resolve_problem_type
 from .callbacks import StageCallback
+
+logger = logging.get_logger(__name__)
 
 METHODS: dict[str, tuple[type[MultiExitTrainingArguments], type[MultiExitTrainer]]] = {}
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
@@ -136,7 +139,7 @@ class MultiExitTrainer(Trainer):
         self._saved_requires_grad: dict[str, bool] | None = None
         network = self.unwrapped_model()
         if network.exit_config == ExitConfig():
-            network.exit_config = self.default_exit_config()
+            network.exit_config = self.saved_exit_config()
 
     # ----------------------------------------------------------------------------------------------- objective
     @property
@@ -150,6 +153,18 @@ class MultiExitTrainer(Trainer):
     def default_exit_config(self) -> ExitConfig:
         """The method's exit rule, saved as the model's `exit_config.json` unless the model already has one."""
         return ExitConfig()
+
+    def saved_exit_config(self) -> ExitConfig:
+        """`default_exit_config`, or patience (PABEE's rule, the one early-exit rule defined for regression) where
+        the method's rule does not fit the problem, e.g. DeeBERT's entropy on STS-B: the method trains the same."""
+        rule = self.default_exit_config()
+        if self.problem_type in EXIT_STRATEGIES[rule.exit_strategy].problem_types:
+            return rule
+        logger.warning(
+            "%s's exit rule exit_strategy=%r does not fit problem_type=%r; the model is saved with exit_strategy="
+            "'patience' instead (override per call or with model.exit_config).", self.method, rule.exit_strategy, self.problem_type
+        )
+        return ExitConfig(exit_strategy="patience")
 
     def forward_kwargs(self) -> dict[str, Any]:
         """Extra keyword arguments for the model's all-exits forward pass."""
