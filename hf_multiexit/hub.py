@@ -300,6 +300,7 @@ def build_model_card(
         eval_results = _read_json(os.path.join(model_dir, EVAL_RESULTS_NAME), "re-run `hf-multiexit train` to rewrite it")
     exit_config = ExitConfig.from_pretrained(model_dir)
     regression = config.get("problem_type") == "regression" or config.get("num_labels", len(config.get("id2label") or {})) == 1
+    exit_rule = _exit_arguments(exit_config, regression)
     num_layers = config["num_hidden_layers"]
     exit_layers = config.get("exit_layers") or list(range(1, num_layers + 1))
     training = (eval_results or {}).get("config") or {}
@@ -319,7 +320,7 @@ def build_model_card(
     if report and default_point is None:
         logger.warning(
             "The report has no point for the saved exit rule %s, so the card's model-index lists the final exit only; "
-            "add that setting to the `hf-multiexit evaluate` sweep to include it.", _exit_arguments(exit_config, regression)
+            "add that setting to the `hf-multiexit evaluate` sweep to include it.", exit_rule
         )
 
     tags = ["multi-exit", "early-exit", "bert", "text-classification", "custom_code"] + ([method] if method else [])
@@ -352,8 +353,8 @@ def build_model_card(
         exit_head=config.get("exit_head"),
         exit_pooling=config.get("exit_pooling", "cls"),
         labels=[labels[k] for k in sorted(labels, key=int)] if labels else [],
-        exit_rule=_exit_arguments(exit_config, regression),
-        exit_rule_call=", ".join(f"{k}={v!r}" for k, v in _exit_arguments(exit_config, regression).items()),
+        exit_rule=exit_rule,
+        exit_rule_call=", ".join(f"{k}={v!r}" for k, v in exit_rule.items()),
         per_exit_columns=["exit layer"] + exit_columns,
         per_exit_rows=per_exit_rows,
         per_exit_source=("`report.json`" if report else f"`{EVAL_RESULTS_NAME}`") if per_exit_rows else None,
