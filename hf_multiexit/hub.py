@@ -20,6 +20,7 @@ import math
 import os
 import re
 from importlib import resources
+from types import SimpleNamespace
 from typing import Any
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, EvalResult, HfApi, ModelCard, ModelCardData
@@ -29,6 +30,7 @@ from .data import GLUE_TASKS, get_glue_task
 from .io import atomic_write_text
 from .models.multiexit_bert import EXIT_STRATEGIES, ExitConfig
 from .models.multiexit_bert.exit_configuration import EXIT_CONFIG_NAME
+from .models.multiexit_bert.exit_strategies import REGRESSION, resolve_problem_type
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +301,8 @@ def build_model_card(
     if eval_results is None and os.path.isfile(os.path.join(model_dir, EVAL_RESULTS_NAME)):
         eval_results = _read_json(os.path.join(model_dir, EVAL_RESULTS_NAME), "re-run `hf-multiexit train` to rewrite it")
     exit_config = ExitConfig.from_pretrained(model_dir)
-    regression = config.get("problem_type") == "regression" or config.get("num_labels", len(config.get("id2label") or {})) == 1
+    num_labels = config.get("num_labels", len(config.get("id2label") or {}))
+    regression = resolve_problem_type(SimpleNamespace(problem_type=config.get("problem_type"), num_labels=num_labels)) == REGRESSION
     exit_rule = _exit_arguments(exit_config, regression)
     num_layers = config["num_hidden_layers"]
     exit_layers = config.get("exit_layers") or list(range(1, num_layers + 1))
