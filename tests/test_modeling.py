@@ -281,6 +281,33 @@ def test_soft_and_hard_gate_gradients():
     assert any(g.score.weight.grad is not None and g.score.weight.grad.abs().sum() > 0 for g in model.bert.skip_gates)
 
 
+def test_cls_attention_equals_multihead_attention_at_cls():
+    """Gates and attention exits compute the [CLS] query's attention from `nn.MultiheadAttention`'s parameters;
+    it must give what that module's own forward gives, padding masked, with the same gradients."""
+    from hf_multiexit.models.multiexit_bert.modeling_multiexit_bert import ClsAttention
+
+    torch.manual_seed(0)
+    module = ClsAttention(hidden_size=24, inner_size=16, num_heads=4, dropout=0.0)
+    ids, mask, _ = padded_batch(6, max_len=9)
+    hidden = torch.randn(*ids.shape, 24, requires_grad=True)
+
+    def reference(h, m):
+        x = torch.tanh(module.proj(h))
+        padding = None if m is None else m == 0
+        return module.attention(x[:, :1], x, x, key_padding_mask=padding, need_weights=False)[0][:, 0]
+
+    for m in (mask, None):
+        ours, theirs = module(hidden, m), reference(hidden, m)
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+        grads = [torch.autograd.grad(out.square().sum(), [hidden, module.attention.in_proj_weight]) for out in (ours, theirs)]
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    # Padding really is masked: changing a padded position changes nothing.
+    changed = hidden.detach().clone()
+    changed[mask == 0] += 5.0
+    torch.testing.assert_close(module(changed, mask), module(hidden, mask), atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -122,10 +122,19 @@ class ClsAttention(nn.Module):
         self.attention = nn.MultiheadAttention(inner_size, num_heads, dropout=dropout, batch_first=True)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        # `nn.MultiheadAttention`'s own forward (mask conversion, checks, separate key and value projections) costs
+        # more than the attention at these sizes, and SmartBERT runs a gate before every layer, so the attention is
+        # computed here from the module's parameters: the same result, with keys and values in one product.
         x = torch.tanh(self.proj(hidden_states))
-        padding = None if attention_mask is None else attention_mask == 0
-        out, _ = self.attention(x[:, :1], x, x, key_padding_mask=padding, need_weights=False)
-        return out[:, 0]
+        attention, (batch, length, size) = self.attention, x.shape
+        heads = attention.num_heads
+        query = F.linear(x[:, 0], attention.in_proj_weight[:size], attention.in_proj_bias[:size])
+        key, value = F.linear(x, attention.in_proj_weight[size:], attention.in_proj_bias[size:]).view(
+            batch, length, 2, heads, size // heads).permute(2, 0, 3, 1, 4)
+        keep = None if attention_mask is None else attention_mask[:, None, None, :].bool()
+        dropout = attention.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(query.view(batch, heads, 1, -1), key, value, attn_mask=keep, dropout_p=dropout)
+        return attention.out_proj(out.view(batch, size))
 
 
 class AttentionExitHead(nn.Module):
