@@ -266,3 +266,41 @@ def test_entropy_methods_save_patience_on_regression(tmp_path, config_class, tra
     assert regression.model.exit_config.exit_strategy == "patience"
     classification = trainer_class(model=toy_model(), args=toy_args(config_class, tmp_path))
     assert classification.model.exit_config.exit_strategy == "entropy"
+
+
+class ToyRegression(ToyTask):
+    """ToyTask's sentences with float targets around 3 (the label plus 2.5), like STS-B's 0-5 scores."""
+
+    def __getitem__(self, i):
+        return {**super().__getitem__(i), "labels": self.labels[i].float() + 2.5}
+
+
+@pytest.mark.parametrize("config_class, trainer_class", [(PabeeConfig, PabeeTrainer), (DeeBertConfig, DeeBertTrainer)])
+def test_regression_exits_start_at_the_mean_label(tmp_path, config_class, trainer_class):
+    data = ToyRegression(16)
+    expected = float(data.labels.float().mean()) + 2.5
+    args = dict(task="stsb", learning_rate=0.0, max_steps=1)
+    trainer = trainer_class(model=toy_model(num_labels=1), args=toy_args(config_class, tmp_path, **args), train_dataset=data)
+    trainer.train()
+    biases = [head.classifier.bias.item() for head in trainer.model.bert.exits]
+    assert biases == pytest.approx([expected] * len(biases))
+    # Off, or on a classification task, the biases keep their initial zeros.
+    off_args = toy_args(config_class, tmp_path, init_regression_bias=False, **args)
+    off = trainer_class(model=toy_model(num_labels=1), args=off_args, train_dataset=data)
+    off.train()
+    assert all(head.classifier.bias.item() == 0.0 for head in off.model.bert.exits)
+    classification_args = toy_args(config_class, tmp_path, learning_rate=0.0, max_steps=1)
+    classification = trainer_class(model=toy_model(), args=classification_args, train_dataset=ToyTask(16))
+    classification.train()
+    assert all(torch.equal(head.classifier.bias, torch.zeros(2)) for head in classification.model.bert.exits)
+
+
+def test_label_mean_of_datasets_and_torch_datasets():
+    from datasets import Dataset as HFDataset
+
+    from hf_multiexit.trainers.base import label_mean
+
+    assert float(label_mean(HFDataset.from_dict({"label": [1.0, 2.0, 4.5]}))) == pytest.approx(2.5)
+    assert label_mean([{"labels": torch.tensor([1.0, 3.0])}, {"labels": torch.tensor([2.0, 5.0])}]).tolist() == [1.5, 4.0]
+    with pytest.raises(ValueError, match="no 'label' or 'labels' column; its columns are \\['score'\\]"):
+        label_mean(HFDataset.from_dict({"score": [1.0]}))

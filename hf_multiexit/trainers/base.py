@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.utils import logging
@@ -21,7 +22,7 @@ from ..hub import push_model
 from ..losses import task_loss
 from ..metrics import logits_metrics
 from ..models.multiexit_bert import ExitConfig
-from ..models.multiexit_bert.exit_strategies import EXIT_STRATEGIES, resolve_problem_type
+from ..models.multiexit_bert.exit_strategies import EXIT_STRATEGIES, REGRESSION, resolve_problem_type
 from .callbacks import StageCallback
 
 logger = logging.get_logger(__name__)
@@ -82,6 +83,15 @@ class MultiExitTrainingArguments(TrainingArguments):
                   "pretrained backbone learn slowly at the backbone's rate; FastBERT trains its students at 10x."},
     )
 
+    init_regression_bias: bool = field(
+        default=True,
+        metadata={"help": "Regression only: when training starts (not when it resumes), set the output bias of every "
+                  "exit to the mean training label. With labels far from 0 (STS-B: 0 to 5) the first, large squared-"
+                  "error gradients otherwise push exits that share a pooler (PABEE, LeeBERT) or an attention head "
+                  "to a near-constant output before their biases catch up (PABEE on STS-B: 0.22 Pearson without, "
+                  "0.85 with)."},
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.exit_learning_rate is not None and not self.exit_learning_rate > 0:
@@ -101,6 +111,26 @@ def per_exit_metrics(task: str | None, problem_type: str, exit_layers: list[int]
         return results
 
     return compute
+
+
+def label_mean(dataset) -> torch.Tensor:
+    """Mean of a training set's `label` (or `labels`) values: `()` for one target, `(num_labels,)` for several."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:  # a map-style torch Dataset of feature dicts
+        examples = (dataset[index] for index in range(len(dataset)))
+        values = [example["labels"] if "labels" in example else example["label"] for example in examples]
+    elif "label" in columns or "labels" in columns:
+        values = dataset["label" if "label" in columns else "labels"]
+    else:
+        raise ValueError(f"The training set has no 'label' or 'labels' column; its columns are {columns}.")
+    return torch.as_tensor(np.asarray(list(values), dtype=np.float64).mean(0))
+
+
+def set_exit_biases(model, value: torch.Tensor) -> None:
+    """Sets the output bias of every exit head of a multi-exit model (`value` broadcast over its outputs)."""
+    with torch.no_grad():
+        for head in model.base_model.exits:
+            head.classifier.bias.copy_(value.to(head.classifier.bias.dtype).expand_as(head.classifier.bias))
 
 
 class MultiExitTrainer(Trainer):
@@ -285,6 +315,15 @@ class MultiExitTrainer(Trainer):
             self._saved_requires_grad = None
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        if not resume_from_checkpoint and self.args.init_regression_bias and self.problem_type == REGRESSION:
+            if self.train_dataset is None or not hasattr(self.train_dataset, "__len__"):
+                raise ValueError(
+                    "init_regression_bias=True needs a training set with a length to average its labels over; "
+                    f"got {type(self.train_dataset).__name__}. Pass init_regression_bias=False to keep the biases."
+                )
+            mean = label_mean(self.train_dataset)
+            set_exit_biases(self.unwrapped_model(), mean)
+            logger.info(f"Exit output biases start at the mean training label {mean.tolist()}.")
         if len(self.stages) == 1:
             if resume_from_checkpoint is True:
                 resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
