@@ -187,6 +187,9 @@ def main() -> None:
             rows.append({"method": method, "metric": metric, "reference": reference, "strategy": strategy,
                          "summary": summary, "train_runtime": report["train_runtime"], "command": report["command"],
                          "per_exit": [e["metrics"][metric] for e in report["per_exit"]], "oracle": report["oracle"]})
+        tables += task_table(task, rows)
+        if task not in tasks:  # its results files stay as the run that made them wrote them
+            continue
         combined = {**reports[REFERENCE_METHOD], "points": [
             {**p, "strategy": f"{row['method']} ({p['strategy']})"}
             for row in rows for p in reports[row["method"]]["points"] if p["strategy"] == row["strategy"]
@@ -197,7 +200,6 @@ def main() -> None:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine(),
             "torch_threads": torch.get_num_threads(), "rows": rows,
         })
-        tables += task_table(task, rows)
     write_readme_table(tables)
     print("\n".join(tables))
 

@@ -144,6 +144,7 @@ class MultiExitTrainer(Trainer):
     - Multi-stage methods list their `stages`; `train()` runs them all, each with a fresh optimizer and schedule and
       its checkpoints in `output_dir/stage-<k>`, and resumes a checkpoint in the stage it was taken in.
     - Saves the model with the method's exit rule (`default_exit_config`) unless the model already has one.
+    - For regression, starts every exit's output bias at the mean training label (`init_regression_bias`).
     """
 
     method: ClassVar[str] = ""
