@@ -304,3 +304,19 @@ def test_label_mean_of_datasets_and_torch_datasets():
     assert label_mean([{"labels": torch.tensor([1.0, 3.0])}, {"labels": torch.tensor([2.0, 5.0])}]).tolist() == [1.5, 4.0]
     with pytest.raises(ValueError, match="no 'label' or 'labels' column; its columns are \\['score'\\]"):
         label_mean(HFDataset.from_dict({"score": [1.0]}))
+
+
+def test_regression_bias_start_reaches_the_trained_copies_under_lora(tmp_path):
+    """With LoRA the exit heads are PEFT `modules_to_save`: the trained copy starts at the mean, the frozen original
+    keeps its bias."""
+    from hf_multiexit.lora import add_lora
+
+    data = ToyRegression(16)
+    model = add_lora(toy_model(num_labels=1), r=2)
+    args = toy_args(PabeeConfig, tmp_path, task="stsb", learning_rate=0.0, max_steps=1)
+    PabeeTrainer(model=model, args=args, train_dataset=data).train()
+    biases = {name: p.item() for name, p in model.named_parameters() if name.endswith("classifier.bias")}
+    expected = float(data.labels.float().mean()) + 2.5
+    trained = [v for k, v in biases.items() if "modules_to_save" in k]
+    assert len(trained) == 4 and trained == pytest.approx([expected] * 4)
+    assert [v for k, v in biases.items() if "original_module" in k] == [0.0] * 4
