@@ -294,6 +294,14 @@ def test_regression_exits_start_at_the_mean_label(tmp_path, config_class, traine
     classification.train()
     assert all(torch.equal(head.classifier.bias, torch.zeros(2)) for head in classification.model.bert.exits)
 
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return (data[i] for i in range(len(data)))
+
+    streamed = trainer_class(model=toy_model(num_labels=1), args=toy_args(config_class, tmp_path, **args), train_dataset=Stream())
+    with pytest.raises(ValueError, match="needs a training set with a length to average its labels over; got Stream"):
+        streamed.train()
+
 
 def test_label_mean_of_datasets_and_torch_datasets():
     from datasets import Dataset as HFDataset
