@@ -1,6 +1,7 @@
 """Trade-off evaluation: replayed sweeps equal real early-exit runs, FLOPs equal torch's counter, the oracle, the
 report and its summary."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from hf_multiexit import evaluation
 from hf_multiexit.evaluation import (
     TradeoffEvaluator,
     default_sweep_values,
@@ -110,6 +112,30 @@ def test_evaluator_points_match_real_runs_and_report_fields(tmp_path):
     plot_report(report, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
+
+
+def test_wall_speedup_pairs_each_setting_with_full_depth_passes(monkeypatch):
+    """Pass times are scripted: the machine is fast while the reference is first timed, then slower. A setting
+    identical to full depth must still measure 1.0x, and one doing half the work 2.0x, against the full-depth passes
+    timed in the same rounds; the report keeps the fastest full-depth pass seen."""
+    model, data = tiny_model(), toy_set()
+    machine_slowness = iter([1.0] * 3 + [2.0, 2.0, 3.0, 3.0] * 2)  # warm-up, 2 reference passes, 2 points x 2 rounds
+    work = {"none": 1.0, "static": 0.5}
+    real_run_inference = evaluation.run_inference
+
+    def scripted_run_inference(*args, **exit_kwargs):
+        result = real_run_inference(*args, **exit_kwargs)
+        return dataclasses.replace(result, seconds=next(machine_slowness) * work[exit_kwargs["exit_strategy"]])
+
+    monkeypatch.setattr(evaluation, "run_inference", scripted_run_inference)
+    evaluator = TradeoffEvaluator(model, data, collate, task="sst2", batch_size=8, repeats=2, progress=False)
+    same, half = evaluator.point("none"), evaluator.point("static", 2)
+    assert (same["wall_speedup"], same["seconds"], same["full_seconds"]) == (1.0, 2.0, 2.0)
+    assert (half["wall_speedup"], half["seconds"], half["full_seconds"]) == (2.0, 1.0, 2.0)
+    report = evaluator.report([same, half])
+    assert report["full_depth"]["seconds"] == 1.0
+    assert [p["wall_speedup"] for p in report["points"]] == [1.0, 2.0]
+    assert next(machine_slowness, None) is None
 
 
 def test_replay_refuses_skip_and_evaluator_measures_it():
