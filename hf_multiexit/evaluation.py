@@ -229,9 +229,9 @@ class TradeoffEvaluator:
     is the fastest full-depth pass of those rounds over the setting's fastest pass (`full_seconds` in the point).
     Pairing keeps load changes during a long sweep out of the speed-ups (a reference timed once at the start would
     turn them into speed-ups), and taking the fastest of equally many passes on both sides keeps the estimate
-    unbiased: the fastest of every full-depth pass of the sweep against the fastest of `repeats` passes of a setting
-    made identical settings measure 0.96-0.99x on SST-2. `full_depth.seconds` in the report is the fastest
-    full-depth pass seen.
+    unbiased (the fastest of all the sweep's full-depth passes would be the luckiest of many tries against a
+    setting's few, and made a setting identical to full depth measure below 1x). `full_depth.seconds` in the report
+    is the fastest full-depth pass seen.
     """
 
     def __init__(self, model, dataset, collator, task: str | None = None, batch_size: int = 32, repeats: int = 1, progress: bool = True):
@@ -286,7 +286,8 @@ class TradeoffEvaluator:
     def point(self, strategy: str, value: Any = None, wall_clock: bool = True) -> dict:
         """One setting: metric, average exit layer and FLOPs from the cached logits when the strategy can be
         replayed (else from a real run), plus `wall_speedup`, `seconds` and `full_seconds` (the full-depth passes
-        timed alongside) from real runs when `wall_clock` (None otherwise). `exit_agreement` is the fraction of samples whose real exit equals the replayed one."""
+        timed alongside) from real runs when `wall_clock` (None otherwise). `exit_agreement` is the fraction of
+        samples whose real exit equals the replayed one."""
         parameter = sweep_parameter(strategy)
         params = {} if parameter is None else {parameter: value}
         kwargs = {"exit_strategy": strategy, **params}
@@ -477,7 +478,8 @@ class EvaluateArguments:
     max_length: int = field(default=128, metadata={"help": "Maximum tokens per example."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N examples."})
     batch_size: int = field(default=32, metadata={"help": "Inference batch size."})
-    repeats: int = field(default=1, metadata={"help": "Timed rounds per setting, each one pass of the setting and one at full depth (the fastest of each counts)."})
+    repeats: int = field(default=1, metadata={
+        "help": "Timed rounds per setting, each one pass of the setting and one at full depth (the fastest of each counts)."})
     wall_clock: bool = field(default=True, metadata={"help": "Time a real early-exit run at every point."})
     plot: str | None = field(default=None, metadata={"help": "Also write the trade-off plot (PNG) here."})
 
