@@ -163,8 +163,13 @@ def task_section(task: str, entry: dict) -> list[str]:
             lines.append(
                 f"| {name} | {p['params']['entropy_threshold']:.2f} | {p['metrics'][metric]:.3f} | {fmt(layers_run, 2)} | "
                 f"{p['avg_exit_layer']:.2f} | {p['flops_speedup']:.2f}x | {fmt(p['wall_speedup'], 2, 'x')} | "
-                f"{fmt(p['wall_speedup'] / p['flops_speedup'] if p['wall_speedup'] else None, 2)} |"
+                f"{fmt(p['wall_speedup'] / p['flops_speedup'] if p['wall_speedup'] else None)} |"
             )
+    ratios = [p["wall_speedup"] / p["flops_speedup"] for p in on["points"]]
+    met = sum(r >= WALL_TARGET for r in ratios)
+    lowest = min(range(len(ratios)), key=ratios.__getitem__)
+    lines += ["", f"Target wall / FLOPs >= {WALL_TARGET} for `skip`: met at {met} of {len(ratios)} thresholds (lowest "
+              f"{ratios[lowest]:.3f} at S = {on['points'][lowest]['params']['entropy_threshold']:.2f})."]
     lines += ["", f"Next to the baselines (same budget; FLOPs speed-up of the best point within {TOLERANCE:.2f} of the "
               "reference, metric interpolated at 2x and 3x FLOPs speed-up):", "",
               f"| method | strategy | full depth | @2x FLOPs | @3x FLOPs | FLOPs speed-up within 1 pt | wall-clock there | train s |",
