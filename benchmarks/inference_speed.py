@@ -67,8 +67,10 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
+from unittest.mock import patch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -346,6 +348,30 @@ def check_cost(model, batch: dict[str, torch.Tensor], repeats: int = 200) -> dic
     return result
 
 
+def loop_check_cost(model, batches, repeats: int = 5, sentences: int = 300) -> dict:
+    """The batch-1 exit check inside the exit loop: `t(entropy S=0) - t(none)` over the first `sentences` batches,
+    per check, with the model's exit heads and with every head replaced by constant logits (what the loop and the
+    exit decision cost without the head's arithmetic), next to one layer's share of `t(none)`. Rounds of the four
+    runs are interleaved; medians of `repeats` rounds."""
+    batches = batches[:sentences]
+    config = model.config
+    checks = len(batches) * sum(layer < config.num_hidden_layers for layer in config.exit_layers)
+    constant = torch.zeros(1, config.num_labels)
+    variants = {"exit heads": None, "constant logits": lambda self, hidden, mask, pooler: constant.expand(hidden.shape[0], -1)}
+    runs = {"none": {"exit_strategy": "none"}, "entropy0": {"exit_strategy": "entropy", "entropy_threshold": 0.0}}
+    times = {(variant, run): [] for variant in variants for run in runs}
+    for _ in range(repeats):
+        for variant, forward in variants.items():
+            with patch.object(type(model.base_model.exits[0]), "forward", forward) if forward else nullcontext():
+                for run, kwargs in runs.items():
+                    times[variant, run].append(run_pass(model, batches, kwargs, collect=False)[0])
+    median = {key: statistics.median(values) for key, values in times.items()}
+    result = {f"{variant} us/check": round((median[variant, "entropy0"] - median[variant, "none"]) / checks * 1e6, 1) for variant in variants}
+    result.update(sentences=len(batches), repeats=repeats,
+                  layer_us=round(median["exit heads", "none"] / (len(batches) * config.num_hidden_layers) * 1e6, 1))
+    return result
+
+
 def exactness(outputs_by_bs: dict[int, dict], reference_bs: int) -> dict:
     report = {"reference_batch_size": reference_bs, "logit_tolerance": LOGIT_TOLERANCE, "checks": {}}
     ok_all = True
@@ -510,6 +536,12 @@ def markdown(report: dict) -> str:
               f"{c['head_cold']:.0f} us after 64 MiB of other memory traffic (as between two checks in the exit loop); one layer "
               f"after the same traffic: {c['layer_cold']:.0f} us. Cold head / cold layer = {c['cold_time_ratio']:.3f}; their weight "
               f"bytes: {c['head_weight_bytes'] / 2**20:.2f} MiB / {c['layer_weight_bytes'] / 2**20:.2f} MiB = {c['weight_ratio']:.3f}.", ""]
+    loop = report.get("loop_check_cost_batch1")
+    if loop is not None:
+        lines += [f"In the exit loop ({loop['sentences']} sentences at batch 1, median of {loop['repeats']} interleaved rounds): "
+                  f"a check costs {loop['exit heads us/check']:.0f} us with the model's exit heads and "
+                  f"{loop['constant logits us/check']:.0f} us with every head replaced by constant logits (the loop and the "
+                  f"exit decision without the head's arithmetic); a layer costs {loop['layer_us']:.0f} us.", ""]
     lines += ["## Targets", "", "| target | value | required | result |", "|---|---:|---|---|"]
     for t in report["targets"]:
         value = "" if t["value"] is None else (f"{t['value']:+.2%}" if "overhead" in t["name"] else f"{t['value']:.3f}")
@@ -619,6 +651,7 @@ def main(argv=None) -> int:
         )
     share = machine_share(snapshot_before, cpu_snapshot())
     check = check_cost(model, batches_by_bs[min(args.batch_sizes)][0][0])
+    loop_check = loop_check_cost(model, batches_by_bs[1]) if 1 in batches_by_bs else None
     exact = exactness(outputs_by_bs, min(args.batch_sizes)) if len(args.batch_sizes) > 1 else None
     targets = evaluate_targets(results, exact)
     loadavg_after = [round(x, 2) for x in os.getloadavg()]
@@ -698,6 +731,7 @@ def main(argv=None) -> int:
         "results": {str(bs): res for bs, res in results.items()},
         "exactness": exact,
         "check_cost_batch1": check,
+        "loop_check_cost_batch1": loop_check,
         "targets": targets,
         "all_targets_pass": all(t["pass"] for t in targets),
         "warnings": warnings,
