@@ -541,7 +541,7 @@ def markdown(report: dict) -> str:
         lines += [f"In the exit loop ({loop['sentences']} sentences at batch 1, median of {loop['repeats']} interleaved rounds): "
                   f"a check costs {loop['exit heads us/check']:.0f} us with the model's exit heads and "
                   f"{loop['constant logits us/check']:.0f} us with every head replaced by constant logits (the loop and the "
-                  f"exit decision without the head's arithmetic); a layer costs {loop['layer_us']:.0f} us.", ""]
+                  f"exit decision without the head's arithmetic); full depth costs {loop['layer_us']:.0f} us per layer.", ""]
     lines += ["## Targets", "", "| target | value | required | result |", "|---|---:|---|---|"]
     for t in report["targets"]:
         value = "" if t["value"] is None else (f"{t['value']:+.2%}" if "overhead" in t["name"] else f"{t['value']:.3f}")
