@@ -125,7 +125,7 @@ def markdown(report: dict, command: str) -> str:
         f"{report['repeats']} interleaved rounds.", "",
         f"`skip` at S = {report['threshold']}: {report['skip']['avg_layers_run']:.2f} layers run and exit layer "
         f"{report['skip']['avg_exit_layer']:.2f} on average; wall-clock speed-up {report['wall_speedup']:.2f}x, FLOPs "
-        f"speed-up {report['flops_speedup']:.2f}x, wall / FLOPs {report['wall_over_flops']:.2f}.", "",
+        f"speed-up {report['flops_speedup']:.2f}x, wall / FLOPs {report['wall_over_flops']:.3f}.", "",
         "| run | component | calls | rows | padded tokens | seconds | share of the run | us per padded token | us per call |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
