@@ -16,19 +16,20 @@ Results: `benchmarks/results/skip_profile.json` and `.md`.
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import sys
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
 
-import numpy as np
 import torch
 from smartbert import dev_set
-from torch.utils.data import DataLoader
+from torch.utils.data import Subset
 from training_runs import DEFAULT_GLUE_DIR, ROOT
 
 from hf_multiexit import MultiExitBertForSequenceClassification
+from hf_multiexit.evaluation import InferenceResult, run_inference
 from hf_multiexit.flops import full_depth_flops, sample_flops
 from hf_multiexit.io import atomic_write_json, atomic_write_text
 
@@ -38,7 +39,7 @@ COMPONENTS = ("embeddings", "skip gates", "layers", "exit heads")
 
 class CallTimer:
     """Forward hooks that add each call's time, rows and padded tokens to `(component, kind)`, where kind is
-    `full batch` when the call gets `batch_rows` rows, else `stragglers`."""
+    `full batch` when the call gets as many rows as the model call it is part of, else `stragglers`."""
 
     def __init__(self, model):
         encoder = model.base_model
@@ -46,10 +47,14 @@ class CallTimer:
                   "layers": list(encoder.encoder.layer), "exit heads": list(encoder.exits)}
         self.batch_rows, self.enabled, self._starts = 0, False, []
         self.totals = defaultdict(lambda: {"seconds": 0.0, "calls": 0, "rows": 0, "padded_tokens": 0})
+        model.register_forward_pre_hook(self._batch, with_kwargs=True)
         for component, modules in groups.items():
             for module in modules:
                 module.register_forward_pre_hook(self._start, with_kwargs=True)
                 module.register_forward_hook(self._stop(component), with_kwargs=True)
+
+    def _batch(self, module, args, kwargs):
+        self.batch_rows = kwargs["input_ids"].shape[0]
 
     def _start(self, module, args, kwargs):
         self._starts.append(time.perf_counter())
@@ -69,52 +74,43 @@ class CallTimer:
         return hook
 
 
-def timed_pass(model, batches, timer: CallTimer, **exit_kwargs) -> tuple[float, dict, dict]:
-    """(seconds, per-component totals, outputs) of one pass over the batches."""
+def timed_pass(model, data, collator, timer: CallTimer, **exit_kwargs) -> tuple[InferenceResult, dict]:
+    """One `run_inference` pass at batch 32 and its per-component totals."""
     timer.totals.clear()
     timer.enabled = True
-    seconds, outputs = 0.0, defaultdict(list)
-    with torch.inference_mode():
-        for batch in batches:
-            timer.batch_rows = batch["input_ids"].shape[0]
-            start = time.perf_counter()
-            out = model(**batch, **exit_kwargs)
-            seconds += time.perf_counter() - start
-            for key in ("exit_layers", "layers_run", "exit_checks"):
-                outputs[key].append(getattr(out, key).numpy())
+    run = run_inference(model, data, collator, 32, **exit_kwargs)
     timer.enabled = False
-    return seconds, {key: dict(value) for key, value in timer.totals.items()}, {k: np.concatenate(v) for k, v in outputs.items()}
+    return run, {key: dict(value) for key, value in timer.totals.items()}
 
 
 def profile(threshold: float, repeats: int, glue_dir: str) -> dict:
     model = MultiExitBertForSequenceClassification.from_pretrained(MODEL).eval()
     data, collator = dev_set("sst2", MODEL, glue_dir)
-    batches = [{k: v for k, v in batch.items() if k != "labels"} for batch in DataLoader(data, batch_size=32, collate_fn=collator)]
-    lengths = np.concatenate([batch["attention_mask"].sum(dim=1).numpy() for batch in batches])
     timer = CallTimer(model)
     settings = {"none": {"exit_strategy": "none"}, "skip": {"exit_strategy": "skip", "entropy_threshold": threshold}}
     for kwargs in settings.values():  # warm-up
-        timed_pass(model, batches[:2], timer, **kwargs)
+        timed_pass(model, Subset(data, range(64)), collator, timer, **kwargs)
     best = {}
     for _ in range(repeats):
         for name, kwargs in settings.items():
-            run = timed_pass(model, batches, timer, **kwargs)
-            if name not in best or run[0] < best[name][0]:
-                best[name] = run
+            run, parts = timed_pass(model, data, collator, timer, **kwargs)
+            if name not in best or run.seconds < best[name][0].seconds:
+                best[name] = run, parts
+    lengths = best["none"][0].lengths
     full_flops = float(full_depth_flops(model.config, lengths).mean())
     result = {}
-    for name, (seconds, parts, outputs) in best.items():
-        flops = float(sample_flops(model.config, lengths, outputs["layers_run"], outputs["exit_checks"], gates_run=outputs["exit_layers"]).mean()) if name == "skip" else full_flops
+    for name, (run, parts) in best.items():
+        flops = float(sample_flops(model.config, lengths, run.layers_run, run.exit_checks, gates_run=run.exit_layers).mean()) if name == "skip" else full_flops
         result[name] = {
-            "seconds": seconds, "flops_per_sample": flops, "parts": {f"{c}/{k}": v for (c, k), v in sorted(parts.items())},
-            "rest_seconds": seconds - sum(v["seconds"] for v in parts.values()),
-            "avg_layers_run": float(outputs["layers_run"].mean()), "avg_exit_layer": float(outputs["exit_layers"].mean()),
+            "seconds": run.seconds, "flops_per_sample": flops, "parts": {f"{c}/{k}": v for (c, k), v in sorted(parts.items())},
+            "rest_seconds": run.seconds - sum(v["seconds"] for v in parts.values()),
+            "avg_layers_run": float(run.layers_run.mean()), "avg_exit_layer": float(run.exit_layers.mean()),
         }
     skip, full = result["skip"], result["none"]
     result["wall_speedup"] = full["seconds"] / skip["seconds"]
     result["flops_speedup"] = full_flops / skip["flops_per_sample"]
     result["wall_over_flops"] = result["wall_speedup"] / result["flops_speedup"]
-    return {"threshold": threshold, "repeats": repeats, "num_samples": len(lengths), "batches": len(batches), **result}
+    return {"threshold": threshold, "repeats": repeats, "num_samples": len(lengths), "batches": math.ceil(len(lengths) / 32), **result}
 
 
 def markdown(report: dict, command: str) -> str:
