@@ -1,8 +1,9 @@
 """Training losses of the multi-exit objectives, as small pure functions of logits and labels.
 
-Every function returns one value per sample (shape `(B,)`) so that the trainers can normalise by the number of
-samples in the whole (accumulated, distributed) batch. Notation of `ALGORITHMS.md`: `z_i` logits of exit `i`,
-`p_i^T = softmax(z_i / T)`, `sg` stop-gradient.
+Every loss returns one value per sample (shape `(B,)`) so that the trainers can normalise by the number of samples
+in the whole (accumulated, distributed) batch, and computes in fp32, whatever the logits' dtype and also inside an
+autocast region. Notation of `ALGORITHMS.md`: `z_i` logits of exit `i`, `p_i^T = softmax(z_i / T)`, `sg`
+stop-gradient.
 """
 
 from __future__ import annotations
@@ -120,8 +121,12 @@ def token_info_nce(
     a = F.normalize(anchor.float(), dim=-1)
     b = F.normalize(positive.float(), dim=-1)
     valid = attention_mask.bool()
+    # In fp32 also inside an autocast region (e.g. `accelerator.autocast()` around a loss), which would run the
+    # product in half precision.
+    with torch.autocast(a.device.type, enabled=False):
+        cosine = a @ b.transpose(1, 2)
     # Finite fill, not -inf: padded anchors' rows would otherwise give inf - inf = NaN (and NaN gradients).
-    scores = (a @ b.transpose(1, 2) / temperature).masked_fill(~valid[:, None, :], torch.finfo(torch.float32).min)
+    scores = (cosine / temperature).masked_fill(~valid[:, None, :], torch.finfo(torch.float32).min)
     log_prob = scores.diagonal(dim1=1, dim2=2) - scores.logsumexp(dim=-1)
     per_token = torch.where(valid, -log_prob, torch.zeros_like(log_prob))
     return per_token.sum(-1) / valid.sum(-1).clamp_min(1)

@@ -14,11 +14,11 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
 
 from .data import get_glue_task, load_glue, load_text_files, make_collator
-from .io import atomic_save_pretrained, atomic_write_json
+from .io import atomic_save_pretrained, atomic_write_json, check_model_path
 from .lora import DEFAULT_TARGET_MODULES, LORA_ADAPTER_DIR, add_lora, merged_copy, save_lora
 from .metrics import primary_metric
 from .models.multiexit_bert import EXIT_HEAD_STYLES, MultiExitBertForSequenceClassification
-from .trainers import MultiExitTrainingArguments, get_method
+from .trainers import MultiExitTrainingArguments, get_method, seed_run
 
 DEFAULT_EXIT_HEADS = {"pabee": "linear", "leebert": "linear", "smartbert": "attention"}
 """Each paper's head style; methods not listed use `"pooler"` (DeeBERT, RomeBERT)."""
@@ -56,6 +56,10 @@ class ModelArguments:
     )
 
     def __post_init__(self):
+        check_model_path(self.model_name_or_path, "--model_name_or_path",
+                         "a BERT or multi-exit checkpoint folder or a Hub model id")
+        if self.tokenizer_name is not None:
+            check_model_path(self.tokenizer_name, "--tokenizer_name", "a tokenizer folder or a Hub model id")
         if self.exit_head is not None and self.exit_head not in EXIT_HEAD_STYLES:
             raise ValueError(f"exit_head={self.exit_head!r} is not one of {list(EXIT_HEAD_STYLES)}.")
         if self.lora_r is not None and self.lora_r < 1:
@@ -72,6 +76,12 @@ class DataArguments:
     validation_file: str | None = field(default=None, metadata={"help": "CSV/TSV/JSON(L) validation file."})
     text_columns: list[str] = field(default_factory=lambda: ["sentence"], metadata={"help": "Text column(s) of the files."})
     label_column: str = field(default="label", metadata={"help": "Label column of the files."})
+    class_names: list[str] | None = field(
+        default=None,
+        metadata={"help": "Class names in id order, for files whose labels are names (e.g. --class_names negative "
+                  "positive); integer labels need none. (TrainingArguments' --label_names is something else: the "
+                  "batch keys that hold labels.)"},
+    )
     max_length: int = field(default=128, metadata={"help": "Maximum tokens per example (longer ones are truncated)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation examples."})
@@ -83,6 +93,11 @@ class DataArguments:
                 raise ValueError(f"{name}={value} must be a positive number of examples.")
         if (self.train_file is None) != (self.validation_file is None):
             raise ValueError("Give both --train_file and --validation_file, or neither (then --task selects GLUE data).")
+        if self.class_names is not None and self.train_file is None:
+            raise ValueError(
+                f"--class_names {self.class_names} names the classes of --train_file/--validation_file labels; a GLUE "
+                "--task has its own. Leave --class_names out, or give the files."
+            )
 
 
 def load_datasets(data_args: DataArguments, task: str | None, tokenizer):
@@ -93,6 +108,7 @@ def load_datasets(data_args: DataArguments, task: str | None, tokenizer):
             data_args.validation_file,
             text_columns=tuple(data_args.text_columns),
             label_column=data_args.label_column,
+            label_names=data_args.class_names,
             tokenizer=tokenizer,
             max_length=data_args.max_length,
         )
@@ -153,7 +169,9 @@ def eval_report(metrics: dict[str, float], exit_layers: list[int], task: str | N
 
 
 def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: MultiExitTrainingArguments, method: str):
-    """`(trainer, tokenizer, label_names)`: the method's trainer over the loaded data and a fresh multi-exit model."""
+    """`(trainer, tokenizer, label_names)`: the method's trainer over the loaded data and a fresh multi-exit model,
+    built after seeding from `training_args.seed` (with `full_determinism`, deterministic algorithms too), so that
+    two runs with the same seed start from the same exit heads."""
     _, trainer_class = get_method(method)
     positions = AutoConfig.from_pretrained(model_args.model_name_or_path).max_position_embeddings
     if data_args.max_length > positions:
@@ -164,6 +182,8 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
         )
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     train, validation, label_names = load_datasets(data_args, training_args.task, tokenizer)
+    # Trainer seeds only once the model exists; its exit heads (gates, LoRA adapters) are initialised here.
+    seed_run(training_args)
     trainer = trainer_class(
         model=build_model(model_args, method, label_names),
         args=training_args,

@@ -1,6 +1,14 @@
 """Trainers for multi-exit models, one `<Method>Trainer` + `<Method>Config` per training objective."""
 
-from .base import METHODS, MultiExitTrainer, MultiExitTrainingArguments, get_method, per_exit_metrics, register_method
+from .base import (
+    METHODS,
+    MultiExitTrainer,
+    MultiExitTrainingArguments,
+    get_method,
+    per_exit_metrics,
+    register_method,
+    seed_run,
+)
 from .callbacks import StageCallback
 from .curriculum_config import CurriculumConfig
 from .curriculum_trainer import CurriculumTrainer
@@ -35,4 +43,5 @@ __all__ = [
     "get_method",
     "per_exit_metrics",
     "register_method",
+    "seed_run",
 ]

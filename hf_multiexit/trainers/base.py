@@ -15,10 +15,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import EvalPrediction, Trainer, TrainingArguments, enable_full_determinism, set_seed
 from transformers.utils import logging
 
 from ..hub import push_model
+from ..io import remove_stale_saves
 from ..losses import task_loss
 from ..metrics import logits_metrics
 from ..models.multiexit_bert import ExitConfig
@@ -98,6 +99,17 @@ class MultiExitTrainingArguments(TrainingArguments):
             raise ValueError(f"exit_learning_rate={self.exit_learning_rate} must be a positive number or None.")
 
 
+def seed_run(args: TrainingArguments) -> None:
+    """Seeds Python, NumPy and torch from `args.seed` as Trainer does: `enable_full_determinism` (deterministic
+    algorithms too) with `full_determinism`, else `set_seed`. Call it before building a model that is not fully
+    pretrained (new exit heads, gates, LoRA adapters), as Trainer seeds only in its `__init__`, after the model
+    passed to it was built."""
+    if args.full_determinism:
+        enable_full_determinism(args.seed)
+    else:
+        set_seed(args.seed)
+
+
 def per_exit_metrics(task: str | None, problem_type: str, exit_layers: list[int]) -> Callable[[EvalPrediction], dict]:
     """`compute_metrics` for `Trainer`: predictions are `(N, E, C)` logits of all exits; returns the final exit's
     metrics under their GLUE names and every exit's as `exit_<layer>_<metric>`."""
@@ -145,6 +157,9 @@ class MultiExitTrainer(Trainer):
       its checkpoints in `output_dir/stage-<k>`, and resumes a checkpoint in the stage it was taken in.
     - Saves the model with the method's exit rule (`default_exit_config`) unless the model already has one.
     - For regression, starts every exit's output bias at the mean training label (`init_regression_bias`).
+    - Takes the model or Trainer's `model_init` (seeded, built once per `train()`, `setup_model` run on it).
+    - Under fp16 mixed precision, a method that mixes gradients of its own into `p.grad` brings them to the
+      GradScaler's scale (`gradient_scale`).
     """
 
     method: ClassVar[str] = ""
@@ -155,12 +170,11 @@ class MultiExitTrainer(Trainer):
             raise ValueError(
                 f"{type(self).__name__} needs its method's config (a MultiExitTrainingArguments), got {type(args).__name__}."
             )
-        config = model.config
-        self.problem_type = resolve_problem_type(config)
-        self.exit_layers = list(config.exit_layers)
-        if compute_metrics is None:
-            compute_metrics = per_exit_metrics(args.task, self.problem_type, self.exit_layers)
         super().__init__(model=model, args=args, compute_metrics=compute_metrics, **kwargs)
+        if self.is_world_process_zero():
+            # A run killed while saving its final model left a hidden copy of it in output_dir; a new run there
+            # is when a user would otherwise find the disk full.
+            remove_stale_saves(self.args.output_dir)
         # Makes Trainer count the samples of each accumulated batch; `compute_loss` normalises by that count.
         self.model_accepts_loss_kwargs = True
         self.stage_index = 0
@@ -168,9 +182,31 @@ class MultiExitTrainer(Trainer):
         self._exit_loss_steps = 0
         self._saved_arguments: dict[str, Any] = {}
         self._saved_requires_grad: dict[str, bool] | None = None
+        self._per_exit_metrics = compute_metrics is None
+        self.setup_model()
+
+    def setup_model(self) -> None:
+        """Reads what the method needs from `self.model` (problem type, exit layers), checks it, and sets up what
+        depends on it: the per-exit metrics, the saved exit rule and, in subclasses, trainer-owned parameters.
+        Runs at construction (with the model passed in, or the one `model_init` built) and whenever `train()`
+        builds a new model with `model_init`."""
+        config = self.model.config
+        self.problem_type = resolve_problem_type(config)
+        self.exit_layers = list(config.exit_layers)
+        if self._per_exit_metrics:
+            self.compute_metrics = per_exit_metrics(self.args.task, self.problem_type, self.exit_layers)
         network = self.unwrapped_model()
         if network.exit_config == ExitConfig():
             network.exit_config = self.saved_exit_config()
+
+    def gradient_scale(self) -> float:
+        """The factor by which the gradients in `p.grad` exceed the loss's gradients until the optimizer step
+        unscales them: the GradScaler's current scale under fp16 mixed precision, 1 otherwise (bf16, fp32).
+        Gradients a method takes itself (`torch.autograd.grad`) and mixes into `p.grad` must be brought to this
+        scale, and `p.grad` divided by it to be used as a gradient before the step (exactly: the scale is a power of
+        two with GradScaler's default growth and backoff factors)."""
+        scaler = self.accelerator.scaler
+        return 1.0 if scaler is None else scaler.get_scale()
 
     # ----------------------------------------------------------------------------------------------- objective
     @property
@@ -315,7 +351,26 @@ class MultiExitTrainer(Trainer):
                 parameter.requires_grad_(self._saved_requires_grad[name])
             self._saved_requires_grad = None
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
+        """Trainer's `train()`, over every stage. With `model_init`, the model is built once here, seeded as
+        Trainer seeds it: Trainer's own rebuild at the start of each `train()` would come after the regression
+        biases and the stage's frozen parameters were set, and would throw away what earlier stages trained."""
+        model_init = self.model_init
+        if model_init is not None:
+            seed_run(self.args)
+            self.model = self.call_model_init(trial)
+            self.optimizer, self.lr_scheduler = None, None
+            if self.place_model_on_device:
+                self._move_model_to_device(self.model, self.args.device)
+            self.model_wrapped = self.model
+            self.setup_model()
+        self.model_init = None
+        try:
+            return self._train_stages(resume_from_checkpoint, trial=trial, **kwargs)
+        finally:
+            self.model_init = model_init
+
+    def _train_stages(self, resume_from_checkpoint: str | bool | None, **kwargs):
         if not resume_from_checkpoint and self.args.init_regression_bias and self.problem_type == REGRESSION:
             if self.train_dataset is None or not hasattr(self.train_dataset, "__len__"):
                 raise ValueError(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 
+import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
@@ -34,3 +36,17 @@ class StageCallback(TrainerCallback, ExportableState):
         if isinstance(stored, list):
             stored = stored[0] if stored else None
         return None if stored is None else int(stored["args"]["stage_index"])
+
+
+class ZeroGradAfterStep(TrainerCallback):
+    """Clears the gradients of parameters that a trainer owns outside the model (Trainer zeroes only the model's)
+    after every optimizer step, also one the fp16 GradScaler skipped for an overflow: an optimizer step hook would
+    not run then, and the overflowed gradient would poison every later step. `parameters` is called each time, so
+    parameters rebuilt for a new model (`model_init`) are the ones cleared."""
+
+    def __init__(self, parameters: Callable[[], Iterable[torch.nn.Parameter]]):
+        self.parameters = parameters
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        for parameter in self.parameters():
+            parameter.grad = None

@@ -5,8 +5,8 @@ No code was released; this is the reconstruction of `ALGORITHMS.md`, with every 
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,10 +18,30 @@ from torch.utils.data import Subset
 from ..losses import mutual_distillation_pairs, mutual_distillation_terms, task_loss
 from ..models.multiexit_bert import ExitConfig
 from .base import MultiExitTrainer, register_method
+from .callbacks import ZeroGradAfterStep
 from .leebert_config import LeeBertConfig
 
 LEARNED_WEIGHTS_KEY = "leebert_loss_weights"
 """`config.json` entry holding the learned loss-term weights of a LeeBERT-trained model (and its checkpoints)."""
+
+
+@contextlib.contextmanager
+def full_precision(model: torch.nn.Module, device_type: str):
+    """Runs `model` in its parameters' dtype inside the block, with autocast off, also where `Accelerator.prepare`
+    wrapped its forward in autocast for bf16/fp16 mixed precision. accelerate has no public way to switch that wrapper
+    off for a while (it re-enters autocast inside a surrounding `torch.autocast(enabled=False)`, and
+    `unwrap_model(keep_fp32_wrapper=False)` removes it for good), so the forward it wrapped, which it keeps as
+    `_original_forward` and which that removal restores, stands in for it until the block ends."""
+    wrapped = model.__dict__.get("forward")
+    unwrapped = model.__dict__.get("_original_forward")
+    if unwrapped is not None:
+        model.forward = unwrapped
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        if unwrapped is not None:
+            model.forward = wrapped
 
 
 @dataclass(frozen=True)
@@ -92,7 +112,8 @@ class LeeBertTrainer(MultiExitTrainer):
       model's current learning rate (`unroll_learning_rate` overrides it) and the virtual step is plain SGD on the
       micro-batch's gradient (Adam's step is not differentiable in `a` in closed form). The D2 loss and the two
       D1 evaluations at `theta +- eps v` run without dropout, so the finite difference measures the network and
-      not two different dropout masks; `grad_a L_D1(theta +- eps v, a) = J_w(a)^T terms(theta +- eps v)` needs
+      not two different dropout masks, and in full precision also under bf16/fp16 mixed precision, so it does not
+      measure the rounding of the weights either (`bilevel_gradient`); `grad_a L_D1(theta +- eps v, a) = J_w(a)^T terms(theta +- eps v)` needs
       only forward passes. Because the model's gradient treats every teacher as a constant (`sg`), the teachers'
       logits in those two evaluations stay at `theta`: the difference is then the derivative of the update the
       optimizer really takes (perturbing the teachers too would add a term the update does not contain). Per
@@ -107,13 +128,6 @@ class LeeBertTrainer(MultiExitTrainer):
 
     def __init__(self, model=None, args: LeeBertConfig | None = None, train_dataset=None, **kwargs):
         super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
-        layers = self.exit_layers
-        self.term_names = [f"ce_{layer}" for layer in layers] + [
-            f"kd_{layers[m]}_{layers[n]}" for m, n in mutual_distillation_pairs(len(layers))
-        ]
-        self.normalization = WEIGHT_NORMALIZATIONS[self.args.weight_normalization]
-        initial = initial_loss_weights(len(layers), self.args.distillation_share)
-        self.loss_weight_logits = torch.nn.Parameter(self.normalization.logits(initial).to(self.args.device))
         self.bilevel_dataset = None
         if self.args.clo_mix < 1 and train_dataset is not None:
             self.train_dataset, self.bilevel_dataset = split_dataset(train_dataset, self.args.bilevel_split, self.args.seed)
@@ -121,6 +135,18 @@ class LeeBertTrainer(MultiExitTrainer):
         self._bilevel_step, self._bilevel_micro = -1, 0
         self._weight_grad_norms = torch.zeros(2)
         self._weight_grad_steps = 0
+        self.add_callback(ZeroGradAfterStep(lambda: [self.loss_weight_logits]))
+
+    def setup_model(self) -> None:
+        """Names the `M^2` loss terms of the model's exits and starts their weights (`distillation_share`)."""
+        super().setup_model()
+        layers = self.exit_layers
+        self.term_names = [f"ce_{layer}" for layer in layers] + [
+            f"kd_{layers[m]}_{layers[n]}" for m, n in mutual_distillation_pairs(len(layers))
+        ]
+        self.normalization = WEIGHT_NORMALIZATIONS[self.args.weight_normalization]
+        initial = initial_loss_weights(len(layers), self.args.distillation_share)
+        self.loss_weight_logits = torch.nn.Parameter(self.normalization.logits(initial).to(self.args.device))
 
     # ----------------------------------------------------------------------------------------------- objective
     def loss_weights(self) -> torch.Tensor:
@@ -129,7 +155,8 @@ class LeeBertTrainer(MultiExitTrainer):
 
     def objective(self, outputs, labels):
         terms = mutual_distillation_terms(outputs.all_logits, labels, self.problem_type, self.args.temperature)
-        return {"weighted": terms @ self.loss_weights().to(terms.dtype)}
+        # A product and a sum, not a matrix product, which autocast would run in half precision.
+        return {"weighted": (terms * self.loss_weights().to(terms.dtype)).sum(-1)}
 
     def outer_loss(self, model, inputs: dict[str, Any]) -> torch.Tensor:
         """The bi-level outer objective on a D2 batch: the mean over exits of each exit's mean CE."""
@@ -148,8 +175,6 @@ class LeeBertTrainer(MultiExitTrainer):
         optimizer.add_param_group(
             {"params": [self.loss_weight_logits], "lr": self.args.weight_learning_rate, "weight_decay": 0.0}
         )
-        # Trainer zeroes only the model's gradients after a step.
-        optimizer.register_step_post_hook(lambda *_: setattr(self.loss_weight_logits, "grad", None))
         return optimizer
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -175,8 +200,11 @@ class LeeBertTrainer(MultiExitTrainer):
         synced = self.accelerator.sync_gradients
         if synced:
             before = [b if b is None else self._process_mean(b) for b in before]
+        # Under fp16 the gradients are scaled until the optimizer step: the virtual step needs them unscaled, and the
+        # bi-level gradient (of the unscaled D2 loss) joins `a`'s scaled gradient scaled.
+        scale = self.gradient_scale()
         train_gradient = [
-            (torch.zeros_like(p) if p.grad is None else p.grad if b is None else p.grad - b) * share
+            (torch.zeros_like(p) if p.grad is None else p.grad if b is None else p.grad - b) * (share / scale)
             for p, b in zip(params, before)
         ]
         if not synced:
@@ -187,8 +215,8 @@ class LeeBertTrainer(MultiExitTrainer):
             model, self._prepare_inputs(inputs), self._prepare_inputs(self._next_bilevel_batch()), train_gradient, xi
         ) / share
         mix = self.args.clo_mix
-        weights.grad = weights_before + mix * single + (1 - mix) * bilevel
-        self._weight_grad_norms += torch.stack([single.norm(), bilevel.norm()]).detach().cpu() * share
+        weights.grad = weights_before + mix * single + (1 - mix) * scale * bilevel
+        self._weight_grad_norms += torch.stack([single.norm() / scale, bilevel.norm()]).detach().cpu() * share
         self._weight_grad_steps += 1
         self._sync_weight_gradient()
         return loss
@@ -198,6 +226,11 @@ class LeeBertTrainer(MultiExitTrainer):
     ) -> torch.Tensor:
         """DARTS' finite-difference estimate of `d/da L_D2(theta - xi * train_gradient(a))`, where
         `train_gradient = grad_theta L_D1(theta, a)` on `d1_inputs` for the trainable parameters (in order).
+
+        It runs in full precision, also under bf16/fp16 mixed precision (`full_precision`): the finite difference
+        subtracts two forward passes whose weights differ by a step of length `finite_difference_eps` spread over all
+        parameters, far below the rounding of the weights to bf16 (8 significant bits) or fp16 (11), which would leave
+        mostly rounding noise. That also keeps the unscaled D2 gradient `v` clear of fp16 underflow.
 
         On several processes `d2_inputs` is this process's share of the step's D2 batch and `train_gradient` the
         gradient of all processes' D1 batches: `v` is the gradient of the D2 loss of the whole D2 batch (summed over
@@ -210,12 +243,12 @@ class LeeBertTrainer(MultiExitTrainer):
         was_training = net.training
         net.eval()
         try:
-            with torch.no_grad(), self.compute_loss_context_manager():
+            with torch.no_grad(), full_precision(net, self.args.device.type):
                 # The update differentiates the students only (teachers detached), so the teachers stay at theta.
                 teachers = self.model_outputs(net, d1_inputs).all_logits
                 for p, g in zip(params, train_gradient):
                     p.sub_(xi * g)
-            with self.compute_loss_context_manager():
+            with full_precision(net, self.args.device.type):
                 outer = self.outer_loss(net, d2_inputs)
             v = torch.autograd.grad(outer, params, allow_unused=True)
             count = len(d2_inputs["labels"])
@@ -224,7 +257,7 @@ class LeeBertTrainer(MultiExitTrainer):
             norm = torch.sqrt(sum((g.float() ** 2).sum() for g in v))
             radius = self.args.finite_difference_eps / norm.clamp_min(torch.finfo(norm.dtype).tiny)
             mean_terms = []
-            with torch.no_grad(), self.compute_loss_context_manager():
+            with torch.no_grad(), full_precision(net, self.args.device.type):
                 for sign in (1.0, -1.0):
                     for p, p0, g in zip(params, original, v):
                         p.copy_(p0 + sign * radius * g)

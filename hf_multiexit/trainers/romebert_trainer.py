@@ -20,7 +20,11 @@ class RomeBertTrainer(MultiExitTrainer):
     - `"gp"` (as released): `g_A` = gradient of the exit terms, `g_B` = gradient of `CE(z_L, y)`, both on the
       weight matrices of encoder layers 1..L-1 flattened into one vector; if `<g_B, g_A> < 0`,
       `g_B <- g_B - (<g_B, g_A> / ||g_A||^2) g_A` and those parameters get `g_A + g_B`; every other parameter gets
-      the plain summed gradient; Trainer then clips to `max_grad_norm`.
+      the plain summed gradient; Trainer then clips to `max_grad_norm`. Under fp16 mixed precision `p.grad` holds
+      the gradients times the GradScaler's scale `s`, so `g_A` is taken of the loss times `s` too
+      (`gradient_scale`): the projection is positively homogeneous, `proj(s g_B, s g_A) = s proj(g_B, g_A)`, so
+      the optimizer step's unscaling turns the projected scaled gradient into the projected gradient. A step whose
+      scaled gradients overflowed stays non-finite through the projection, and the GradScaler still skips it.
     - `"ge"`: gradient equilibrium in the model's forward pass (see `MultiExitBertModel.forward`).
     Inference uses entropy exit.
     """
@@ -67,7 +71,9 @@ class RomeBertTrainer(MultiExitTrainer):
             terms = {k: v / self.current_gradient_accumulation_steps for k, v in terms.items()}
         group_a, group_b = (terms["final"], terms["exits"]) if self.args.gp_swap_groups else (terms["exits"], terms["final"])
         params = self.projection_parameters(model)
-        grads_a = torch.autograd.grad(group_a, params, retain_graph=True, allow_unused=True)
+        # Scaled as backward scales `p.grad` (fp16), so that the two can be mixed.
+        scaled_a = group_a * self.gradient_scale()
+        grads_a = torch.autograd.grad(scaled_a, params, retain_graph=True, allow_unused=True)
         flat_a = torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads_a)])
         self._gp_grad_a = flat_a if getattr(self, "_gp_grad_a", None) is None else self._gp_grad_a + flat_a
         loss = group_a + group_b

@@ -9,12 +9,12 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..losses import skip_reward, task_loss, token_info_nce
 from ..models.multiexit_bert import ExitConfig
 from .base import MultiExitTrainer, register_method
+from .callbacks import ZeroGradAfterStep
 from .smartbert_config import SmartBertConfig
 
 PROJECTIONS_NAME = "smartbert_projections.safetensors"
@@ -23,16 +23,6 @@ PROJECTIONS_NAME = "smartbert_projections.safetensors"
 def projection_mlp(in_size: int, out_size: int) -> nn.Sequential:
     """The released code's contrastive projection: Linear -> LayerNorm -> tanh -> Linear."""
     return nn.Sequential(nn.Linear(in_size, out_size), nn.LayerNorm(out_size), nn.Tanh(), nn.Linear(out_size, out_size))
-
-
-class _ZeroGradAfterStep(TrainerCallback):
-    """Trainer zeroes only the model's gradients after each optimizer step; this does the same for `module`."""
-
-    def __init__(self, module: nn.Module):
-        self.module = module
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        self.module.zero_grad()
 
 
 @register_method("smartbert", SmartBertConfig)
@@ -67,7 +57,13 @@ class SmartBertTrainer(MultiExitTrainer):
     stages = ("backbone", "exits")
 
     def __init__(self, model=None, args: SmartBertConfig | None = None, **kwargs):
-        config = model.config
+        self._attention_mask: torch.Tensor | None = None
+        super().__init__(model=model, args=args, **kwargs)
+        self.add_callback(ZeroGradAfterStep(lambda: self.projections.parameters()))
+
+    def setup_model(self) -> None:
+        """Checks that the model has skip gates and attention heads, and builds the projection MLPs for its sizes."""
+        config = self.model.config
         if not config.use_skip_gates:
             raise ValueError("SmartBERT needs a model with skip gates: load it with use_skip_gates=True.")
         if config.exit_head != "attention":
@@ -75,7 +71,7 @@ class SmartBertTrainer(MultiExitTrainer):
                 f"SmartBERT needs attention exit heads (exit_head='attention'), got exit_head={config.exit_head!r}: its "
                 "stage-2 contrastive loss reads the heads' token features."
             )
-        super().__init__(model=model, args=args, **kwargs)
+        super().setup_model()
         size = self.args.projection_size
         self.projections = nn.ModuleDict(
             {
@@ -83,8 +79,6 @@ class SmartBertTrainer(MultiExitTrainer):
                 "exits": nn.ModuleList(projection_mlp(config.exit_head_hidden_size, size) for _ in config.exit_layers[:-1]),
             }
         ).to(self.args.device)
-        self.add_callback(_ZeroGradAfterStep(self.projections))
-        self._attention_mask: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------------------------- objective
     def gate_mode(self) -> str:
@@ -173,6 +167,8 @@ class SmartBertTrainer(MultiExitTrainer):
         return loss
 
     def _clip_grad_norm(self, model):
+        # No public hook sits between backward and the optimizer step. `clip_grad_norm_` first unscales the fp16
+        # gradients of every parameter in the optimizer, the projections' included, so they are clipped unscaled.
         parameters = itertools.chain(model.parameters(), self.stage_projections())
         return self.accelerator.clip_grad_norm_(parameters, self.args.max_grad_norm)
 
