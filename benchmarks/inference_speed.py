@@ -357,7 +357,7 @@ def loop_check_cost(model, batches, repeats: int = 5, sentences: int = 300) -> d
     config = model.config
     checks = len(batches) * sum(layer < config.num_hidden_layers for layer in config.exit_layers)
     constant = torch.zeros(1, config.num_labels)
-    variants = {"exit heads": None, "constant logits": lambda self, hidden, mask, pooler: constant.expand(hidden.shape[0], -1)}
+    variants = {"exit heads": None, "constant logits": lambda self, hidden, mask, shared_pooler=None: constant.expand(hidden.shape[0], -1)}
     runs = {"none": {"exit_strategy": "none"}, "entropy0": {"exit_strategy": "entropy", "entropy_threshold": 0.0}}
     times = {(variant, run): [] for variant in variants for run in runs}
     for _ in range(repeats):

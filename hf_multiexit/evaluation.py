@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.benchmark import timer
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
@@ -81,25 +81,30 @@ def _pop_labels(batch: dict, labels: list) -> None:
 
 
 def run_inference(model, dataset, collator, batch_size: int = 32, description: str | None = None, **exit_kwargs) -> InferenceResult:
-    """Runs `model` in eval mode over `dataset` with the given exit arguments (defaults: `model.exit_config`)."""
+    """Runs `model` in eval mode over `dataset` with the given exit arguments (defaults: `model.exit_config`).
+
+    Batches go to the model's device and the outputs stay there until the last batch is done, then come to the CPU
+    together, so no per-batch copy stalls the device. `seconds` is model time: each call is timed with
+    `torch.utils.benchmark.timer`, which synchronises the accelerator before it reads the clock (kernels run
+    asynchronously; without it the clock would time their launch, and the input copy would land in the next call)."""
     model.eval()
-    logits, layers, run, checks, lengths, labels, seconds = [], [], [], [], [], [], 0.0
+    device = model.device
+    outputs, lengths, labels, seconds = [], [], [], 0.0
     with torch.inference_mode():
         for batch in _batches(dataset, collator, batch_size, description):
             _pop_labels(batch, labels)
             lengths.append(batch["attention_mask"].sum(dim=1).numpy())
-            start = time.perf_counter()
+            batch = {key: value.to(device) for key, value in batch.items()}
+            start = timer()
             out = model(**batch, **exit_kwargs)
-            seconds += time.perf_counter() - start
-            logits.append(out.logits.float().numpy())
-            layers.append(out.exit_layers.numpy())
-            run.append(out.layers_run.numpy())
-            checks.append(out.exit_checks.numpy())
+            seconds += timer() - start
+            outputs.append((out.logits, out.exit_layers, out.layers_run, out.exit_checks))
+    logits, exit_layers, layers_run, exit_checks = (torch.cat(column).cpu() for column in zip(*outputs))
     return InferenceResult(
-        logits=np.concatenate(logits),
-        exit_layers=np.concatenate(layers),
-        layers_run=np.concatenate(run),
-        exit_checks=np.concatenate(checks),
+        logits=logits.float().numpy(),
+        exit_layers=exit_layers.numpy(),
+        layers_run=layers_run.numpy(),
+        exit_checks=exit_checks.numpy(),
         lengths=np.concatenate(lengths),
         labels=np.concatenate(labels) if labels else None,
         seconds=seconds,
@@ -108,15 +113,17 @@ def run_inference(model, dataset, collator, batch_size: int = 32, description: s
 
 def all_exit_logits(model, dataset, collator, batch_size: int = 32, description: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """One full-depth pass computing every exit: `(N, E, C)` logits and the labels (or None). Skip gates stay off,
-    as in early exit with any strategy but `skip`, so these are the logits those strategies see."""
+    as in early exit with any strategy but `skip`, so these are the logits those strategies see. Batches go to the
+    model's device; the logits come to the CPU once, at the end, in float32."""
     model.eval()
+    device = model.device
     logits, labels = [], []
     with torch.inference_mode():
         for batch in _batches(dataset, collator, batch_size, description):
             _pop_labels(batch, labels)
-            out = model(**batch, output_all_exits=True, gate_mode="off")
-            logits.append(torch.stack(out.all_logits, dim=1).float().numpy())
-    return np.concatenate(logits), (np.concatenate(labels) if labels else None)
+            out = model(**{key: value.to(device) for key, value in batch.items()}, output_all_exits=True, gate_mode="off")
+            logits.append(torch.stack(out.all_logits, dim=1))
+    return torch.cat(logits).float().cpu().numpy(), (np.concatenate(labels) if labels else None)
 
 
 @dataclass
@@ -483,23 +490,46 @@ class EvaluateArguments:
     wall_clock: bool = field(default=True, metadata={"help": "Time a real early-exit run at every point."})
     plot: str | None = field(default=None, metadata={"help": "Also write the trade-off plot (PNG) here."})
 
+    _flags = {"entropy_threshold": "thresholds", "confidence_threshold": "thresholds", "patience": "patience",
+              "exit_layer": "exit_layers"}
+    """The flag that gives the values of each swept `ExitConfig` field."""
+
     def __post_init__(self):
+        from .io import check_model_path
+
         self.strategies = [name.strip() for name in self.exit_strategy.split(",") if name.strip()]
-        for name in self.strategies:
-            sweep_parameter(name)
-        thresholds = _parse_values(self.thresholds, float, "thresholds")
-        values = {
-            "entropy_threshold": thresholds,
-            "confidence_threshold": thresholds,
-            "patience": _parse_values(self.patience, int, "patience"),
-            "exit_layer": _parse_values(self.exit_layers, int, "exit_layers"),
-        }
-        self.sweep = {name: values.get(sweep_parameter(name)) for name in self.strategies}
+        parameters = {name: sweep_parameter(name) for name in self.strategies}
+        values = {flag: _parse_values(getattr(self, flag), convert, flag)
+                  for flag, convert in (("thresholds", float), ("patience", int), ("exit_layers", int))}
+        self.sweep = {name: values.get(self._flags.get(parameter)) for name, parameter in parameters.items()}
+        read = {self._flags.get(parameter) for parameter in parameters.values()}
+        for flag in values:
+            if getattr(self, flag) is not None and flag not in read:
+                readers = [name for name, cls in EXIT_STRATEGIES.items()
+                           if cls.parameters and self._flags.get(cls.parameters[0]) == flag]
+                raise ValueError(f"--{flag} is given, but no strategy in --exit_strategy={self.exit_strategy!r} reads "
+                                 f"it; add {' or '.join(readers)} to --exit_strategy or leave --{flag} out.")
+        self.check_sweep()
+        check_model_path(self.model, "--model", "the --output_dir of `hf-multiexit train` (or a Hub model id)")
         if (self.task is None) == (self.validation_file is None):
             raise ValueError("Give exactly one of --task (a GLUE task) and --validation_file.")
         for name in ("batch_size", "repeats", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}={getattr(self, name)} must be a positive integer.")
+
+    def check_sweep(self, model_config=None) -> None:
+        """Checks every value given to sweep, so that a bad one fails before anything is loaded: its range, and with
+        `model_config` (read before the weights) whether the model can run it (`--exit_layers` must be exits)."""
+        for strategy, values in self.sweep.items():
+            parameter = sweep_parameter(strategy)
+            for value in values or ():
+                try:
+                    exit_config = ExitConfig(exit_strategy=strategy, **{parameter: value})
+                    if model_config is not None:
+                        build_exit_strategy(exit_config, model_config)
+                except ValueError as err:
+                    flag = self._flags[parameter]
+                    raise ValueError(f"--{flag}={getattr(self, flag)!r}: {err}") from None
 
 
 def load_evaluation_set(args: EvaluateArguments, model, tokenizer):
@@ -523,15 +553,24 @@ def load_evaluation_set(args: EvaluateArguments, model, tokenizer):
 
 def run_evaluation(args: EvaluateArguments) -> dict:
     """Loads the model and data, sweeps, writes `report.json` (and the plot) atomically, returns the report."""
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from .data import make_collator
     from .io import atomic_write_json
-    from .models.multiexit_bert import MultiExitBertForSequenceClassification
+    from .models.multiexit_bert import MultiExitBertForSequenceClassification, MultiExitConfig
 
     if os.path.isdir(args.model) and not os.path.exists(os.path.join(args.model, "config.json")):
         raise FileNotFoundError(f"--model={args.model!r} has no config.json: it is not a saved model folder.")
-    model = MultiExitBertForSequenceClassification.from_pretrained(args.model)
+    config = AutoConfig.from_pretrained(args.model)
+    if config.model_type != MultiExitConfig.model_type:
+        raise ValueError(
+            f"--model {args.model!r} is a plain {config.model_type!r} checkpoint, not a multi-exit one: its exits were "
+            "never trained (loading it gives them random weights), so a trade-off would measure noise. Train it first, "
+            f"e.g. `hf-multiexit train --method pabee --model_name_or_path {args.model} --output_dir OUT ...`, and "
+            "evaluate OUT."
+        )
+    args.check_sweep(config)
+    model = MultiExitBertForSequenceClassification.from_pretrained(args.model, config=config)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     data = load_evaluation_set(args, model, tokenizer)
     report = evaluate_tradeoff(

@@ -210,17 +210,13 @@ def test_tradeoff_summary_interpolates_on_a_hand_made_curve():
 
 
 def counted_flops(fn) -> int:
-    """`torch.utils.flop_counter` total, with CPU's fused attention kernel counted like the CUDA ones and the
-    matrix-vector product (the exit heads' batch-1 path), which the counter does not know, as 2 x its weights."""
+    """`torch.utils.flop_counter` total, with CPU's fused attention kernel counted like the CUDA ones."""
     cpu_sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
     def sdpa_cpu(query, key, value, *args, out_shape=None, **kwargs):
         return sdpa_flop_count(query, key, value)  # the counter passes shapes
 
-    def addmv(bias_shape, matrix_shape, vector_shape, *args, out_shape=None, **kwargs):
-        return 2 * matrix_shape[0] * matrix_shape[1]
-
-    mapping = {cpu_sdpa: sdpa_cpu, torch.ops.aten.addmv: addmv}
+    mapping = {cpu_sdpa: sdpa_cpu}
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
     return counter.get_total_flops()

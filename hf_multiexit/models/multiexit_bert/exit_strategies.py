@@ -105,7 +105,12 @@ class ExitStrategy:
         return {}
 
     def should_exit(self, logits: torch.Tensor, layer: int, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Boolean `(n,)`: which of the `n` samples still in the batch leave at this exit. May update `state`."""
+        """Boolean `(n,)`: which of the `n` samples still in the batch leave at this exit. May update `state`.
+
+        `logits` are float32 `(n, C)` whatever the model's dtype (the early-exit loop upcasts half-precision
+        logits), so entropies, probabilities and agreements are compared in float32. The result stays on the device:
+        the loop reads it once per exit (the samples that stay), and a strategy should not read tensors back to the
+        host itself (`.item()`, `bool(t)`, `.tolist()`, `nonzero()`), since each read waits for the accelerator."""
         raise NotImplementedError
 
 

@@ -19,7 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel, TextClassificationPipeline
 from transformers import initialization as init
-from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder, BertLayer, BertPooler
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder, BertPooler
 from transformers.utils import ModelOutput
 
 from .configuration_multiexit_bert import MultiExitConfig
@@ -91,30 +92,31 @@ class PooledExitHead(nn.Module):
         self.dropout = nn.Dropout(_head_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, shared_pooler: nn.Module | None):
-        pooler = (self.pooler if self.pooler is not None else shared_pooler).dense
-        # BertPooler's tanh(W h_[CLS] + b), and dropout only in training: this head runs after every layer, where
-        # module calls cost as much as the arithmetic at batch size 1.
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, shared_pooler: nn.Module | None = None):
         if not self.mean_pooling:
-            features = hidden_states[:, 0]
+            features = hidden_states[:, :1]
         elif attention_mask is None:
-            features = hidden_states.mean(dim=1)
+            features = hidden_states.mean(dim=1, keepdim=True)
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
-            features = (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-        if features.shape[0] == 1 and not self.training:
-            # One sample: BLAS matrix-vector products beat one-row matrix products here; at batch size 1 the check
-            # is bound by reading the head's weights, and this takes about a fifth off it (inference_speed.md).
-            pooled = torch.tanh(torch.addmv(pooler.bias, pooler.weight, features[0]))
-            return torch.addmv(self.classifier.bias, self.classifier.weight, pooled).unsqueeze(0)
-        pooled = torch.tanh(F.linear(features, pooler.weight, pooler.bias))
-        return self.classifier(self.dropout(pooled) if self.training else pooled)
+            features = (hidden_states * mask).sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
+        # `BertPooler` reads the first position: handing it the pooled features as a one-token sequence runs the
+        # pooler module itself, so whatever replaced or wraps its layers (dynamic quantization, LoRA, device hooks)
+        # takes part.
+        pooled = (self.pooler if self.pooler is not None else shared_pooler)(features)
+        return self.classifier(self.dropout(pooled))
 
 
 class ClsAttention(nn.Module):
     """Linear H->d + tanh, then `num_heads`-head self-attention read at [CLS]: the feature extractor shared by the
     FastBERT/SmartBERT attention exit head and the SmartBERT skip gate. Only the [CLS] query is computed, since
-    the other positions' outputs are never used."""
+    the other positions' outputs are never used.
+
+    `proj` and `attention.out_proj` are called as modules, so `quantize_dynamic(model, {nn.Linear})` converts
+    `proj` (PyTorch leaves `out_proj`, a `NonDynamicallyQuantizableLinear`, in float unless asked) and the head runs
+    either way; the query, key and value projections read `attention.in_proj_weight`, a plain parameter that
+    quantization leaves alone.
+    """
 
     def __init__(self, hidden_size: int, inner_size: int, num_heads: int, dropout: float):
         super().__init__()
@@ -147,7 +149,7 @@ class AttentionExitHead(nn.Module):
         self.dense = nn.Linear(size, size)
         self.classifier = nn.Linear(size, config.num_labels)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, shared_pooler: nn.Module | None):
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, shared_pooler: nn.Module | None = None):
         return self.classifier(torch.tanh(self.dense(self.features(hidden_states, attention_mask))))
 
 
@@ -156,8 +158,10 @@ EXIT_HEADS: dict[str, Callable[[MultiExitConfig, bool], nn.Module]] = {
     "linear": lambda config, is_final: PooledExitHead(config, own_pooler=False),
     "attention": AttentionExitHead,
 }
-"""Exit head factories by `config.exit_head`: `(config, is_final) -> module(hidden, mask, shared_pooler) -> logits`;
-`mask` None means no padding (the early-exit loop passes None then, which saves a check per exit)."""
+"""Exit head factories by `config.exit_head`: `(config, is_final) -> module(hidden, mask, shared_pooler=) -> logits`;
+`mask` None means no padding (the early-exit loop passes None then, which saves a check per exit). The backbone's
+pooler comes as the keyword `shared_pooler`, which device placement skips (`_skip_keys_device_placement`): hooks that
+move a head's inputs to its device would otherwise move the pooler module itself."""
 
 
 class SkipGate(nn.Module):
@@ -170,7 +174,8 @@ class SkipGate(nn.Module):
         self.score = nn.Linear(config.gate_hidden_size, 1)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        return torch.sigmoid(self.score(self.features(hidden_states, attention_mask))).squeeze(-1)
+        # float32 whatever the model's dtype, so that `g >= r` is decided alike in half precision.
+        return torch.sigmoid(self.score(self.features(hidden_states, attention_mask)).float()).squeeze(-1)
 
 
 class _GradientRescale(torch.autograd.Function):
@@ -186,24 +191,26 @@ class _GradientRescale(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
-def _additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """`(n, 1, 1, S)` additive key mask for BERT's layers (eager and SDPA both accept it), or `None` when no
-    position is padding, which lets SDPA pick its fastest kernel."""
-    if bool(attention_mask.all()):
-        return None
-    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-
-
 class MultiExitPreTrainedModel(PreTrainedModel):
     config_class = MultiExitConfig
     config: MultiExitConfig
     base_model_prefix = "bert"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _supports_sdpa = True
+    _supports_flex_attn = True
     _supports_attention_backend = True
-    _no_split_modules = ["BertEmbeddings", "BertLayer"]
+    # ClsAttention reads its attention module's parameters directly, so it must sit whole on one device.
+    _no_split_modules = ["BertEmbeddings", "BertLayer", "ClsAttention"]
+    _skip_keys_device_placement = ["shared_pooler"]
     # The forward takes `**exit_kwargs`; without this, Trainer would pass `num_items_in_batch` into them.
     accepts_loss_kwargs = False
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # transformers guesses from this file's source, where it finds `ClsAttention(nn.Module)` (the exit heads'
+        # own [CLS] attention) without the attention interface; the encoder layers are BertLayers, which use it, so
+        # `set_attn_implementation` can switch them.
+        return True
 
     def _initialize_weights(self, module, is_custom_code: bool = False):
         # transformers skips whole parameter-less modules of custom code, which would skip the pooler copy below;
@@ -224,6 +231,20 @@ class MultiExitPreTrainedModel(PreTrainedModel):
                 if own is not None:
                     init.copy_(own.dense.weight, module.pooler.dense.weight)
                     init.copy_(own.dense.bias, module.pooler.dense.bias)
+
+    def compile_segments(self, **compile_kwargs) -> None:
+        """Compiles in place, with `torch.compile`, the parts of the network that have no data-dependent control
+        flow: every encoder layer, exit head and skip gate (`nn.Module.compile`). The exit loop between them stays
+        eager: it reads back from the device which samples leave and how much padding is left, which sets the next
+        shapes, so a compiled loop would break its graph at every check. `dynamic=True` by default, since compaction
+        and padding cuts give nearly every call new sizes: a graph with a symbolic batch size and length serves them
+        all (PyTorch specialises sizes 0 and 1 and a missing mask, so each segment gets a few graphs, not one per
+        shape; `tests/test_device_and_precision.py` bounds the count). Keyword arguments go to `torch.compile`
+        (`backend=`, `mode=`, ...)."""
+        compile_kwargs.setdefault("dynamic", True)
+        base = self.base_model
+        for module in (*base.encoder.layer, *base.exits, *(base.skip_gates or ())):
+            module.compile(**compile_kwargs)
 
     # ----- exit configuration: stored on the model, saved as exit_config.json (like generation_config) -----
     @property
@@ -264,8 +285,42 @@ class MultiExitPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, exit_config: ExitConfig | None = None, **kwargs):
         """`PreTrainedModel.from_pretrained`, plus the checkpoint's `exit_config.json` (defaults when absent, e.g.
-        for a plain BERT checkpoint) unless `exit_config` is given."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        for a plain BERT checkpoint) unless `exit_config` is given.
+
+        A `.safetensors` file of a local folder that is cut short or damaged raises `OSError` naming the file, where
+        safetensors' own error names none. The check lives here, in the file that travels with checkpoints, so that
+        loading with `trust_remote_code=True` reports it too."""
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except Exception as err:
+            # Looked at only after a failure, so a good checkpoint pays nothing. A safetensors file is the header's
+            # length (8 bytes), the JSON header, then the tensors, the last of which ends at the end of the file.
+            import json
+
+            folder = os.path.join(os.fspath(pretrained_model_name_or_path or ""), kwargs.get("subfolder") or "")
+            for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+                path = os.path.join(folder, name)
+                if not name.endswith(".safetensors") or not os.path.isfile(path):
+                    continue
+                size, described = os.path.getsize(path), None
+                with open(path, "rb") as f:
+                    header_size = int.from_bytes(f.read(8), "little")
+                    if 8 + header_size <= size:
+                        try:
+                            tensors = json.loads(f.read(header_size))
+                            described = 8 + header_size + max(
+                                (entry["data_offsets"][1] for key, entry in tensors.items() if key != "__metadata__"),
+                                default=0,
+                            )
+                        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                            pass  # a damaged header: nothing is described
+                if described != size:
+                    what = f"{size} bytes where its header describes {described}" if described else "a damaged header"
+                    raise OSError(
+                        f"{path} is truncated or corrupt ({what}), as an interrupted copy, download or save leaves it; "
+                        "save it again, or download it again (from the Hub: from_pretrained(..., force_download=True))."
+                    ) from err
+            raise
         loaded = model[0] if isinstance(model, tuple) else model
         if exit_config is None:
             hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
@@ -308,7 +363,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
 
     def exit_logits(self, layer: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits of the exit after 1-based `layer`; `attention_mask` None means no padding."""
-        return self.exits[self._exit_index[layer]](hidden_states, attention_mask, self.pooler)
+        return self.exits[self._exit_index[layer]](hidden_states, attention_mask, shared_pooler=self.pooler)
 
     def resolve_exit_config(self, exit_config: ExitConfig | None, exit_kwargs: dict) -> ExitConfig:
         """`exit_config` (default: `self.exit_config`) with the call's keyword arguments applied and validated."""
@@ -376,7 +431,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         """Every layer and exit; `gate_mode` None runs without gates. With gates, the intermediate exits read the
         layer's own output `Layer_i(h_{i-1})`, which is what they see at inference, where an exit is checked only
         for samples that ran its layer (SmartBERT trains its exits so); the final classifier reads the gated state."""
-        extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
+        extended_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
         use_gates = gate_mode is not None
         all_logits, gate_probs, states, raw_outputs = [], [], [hidden_states], []
         layers_run = torch.zeros(hidden_states.shape[0], dtype=torch.long, device=hidden_states.device)
@@ -385,9 +440,10 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             if use_gates:
                 gate, weight = self._gate_weight(index, hidden_states, attention_mask, gate_mode)
                 gate_probs.append(gate)
-                weight = weight[:, None, None].to(hidden_states.dtype)
-                hidden_states = (1 - weight) * layer_output + weight * hidden_states
-                layers_run += (weight[:, 0, 0] < 1).long()
+                # `.to` is a no-op on one device; split over devices (`device_map`), the mix lives with the layer.
+                weight = weight[:, None, None].to(layer_output.device, hidden_states.dtype)
+                hidden_states = (1 - weight) * layer_output + weight * hidden_states.to(layer_output.device)
+                layers_run += (weight[:, 0, 0] < 1).long().to(layers_run.device)
                 raw_outputs.append(layer_output)
             else:
                 hidden_states = layer_output
@@ -417,85 +473,99 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         )
 
     def _forward_early_exit(self, hidden_states, attention_mask, strategy: ExitStrategy) -> MultiExitModelOutput:
-        batch_size, device = hidden_states.shape[0], hidden_states.device
+        """The early-exit loop. After each checked exit the samples that leave are dropped from the batch together
+        with their mask and strategy state (`index_select` of the samples that stay), and then the columns that only
+        padding still uses. A check writes its logits and layer for every sample it checked; a sample that stays is
+        overwritten by a later check, and the final classifier writes all that are left, so the last write is the
+        exit. The bookkeeping (original indices, strategy state, outputs) stays on the embeddings' device and each
+        exit's logits are moved there, so a model split over devices (`device_map`) fills its outputs on one device.
+
+        Host synchronisations (each makes the host wait for the accelerator; `tests/test_device_and_precision.py`
+        counts them per layer): 1 before the first layer (the padding cut, which also tells whether a mask is
+        needed), then per checked exit 1 (`nonzero` of the samples that stay, whose number sets the next shapes),
+        plus 1 for the padding cut when some samples leave and others stay. With skip gates a layer adds 1 (which
+        samples run it) and, when only some do, 1 for the padding cut of those. Layers whose exit is not checked
+        cost none. At batch size 1 a check is 1 read of the logits (`decide_one`) and nothing else. (Counts for eager
+        and SDPA attention; flex attention's block-mask builder reads each new mask once more.)
+        """
+        home, batch_size = hidden_states.device, hidden_states.shape[0]
         num_layers = self.config.num_hidden_layers
         gate_threshold = strategy.gate_threshold if strategy.uses_skip_gates else None
         logits_out = hidden_states.new_zeros(batch_size, self.config.num_labels)
-        exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=device)
+        exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=home)
         # Without gates every sample runs every layer up to its exit, so only gated runs count layers.
-        layers_run = torch.zeros(batch_size, dtype=torch.long, device=device) if gate_threshold is not None else None
+        layers_run = torch.zeros(batch_size, dtype=torch.long, device=home) if gate_threshold is not None else None
         # Without gates a sample's exit checks follow from its exit layer (counted after the loop), which keeps
         # per-layer bookkeeping out of the batch-1 path.
-        exit_checks = torch.zeros(batch_size, dtype=torch.long, device=device) if gate_threshold is not None else None
-        active = torch.arange(batch_size, device=device)  # original index of each sample still in the batch
-        state = strategy.init_state(batch_size, device)
-        hidden_states, attention_mask = self._trim_padding(hidden_states, attention_mask)
-        extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
-        head_mask = None if extended_mask is None else attention_mask
+        exit_checks = torch.zeros(batch_size, dtype=torch.long, device=home) if gate_threshold is not None else None
+        active = torch.arange(batch_size, device=home)  # original index of each sample still in the batch
+        state = strategy.init_state(batch_size, home)
+        hidden_states, attention_mask, padded = self._compact(hidden_states, attention_mask)
+        layer_mask, head_mask = self._masks(hidden_states, attention_mask, padded)
         for index, layer_module in enumerate(self.encoder.layer):
             layer = index + 1
             rows = None  # None: every active sample runs this layer; else the indices of those that do
             subset = None  # with rows: their layer output and head mask, trimmed to their own longest length
             if gate_threshold is None:
-                hidden_states = layer_module(hidden_states, extended_mask)
+                hidden_states = layer_module(hidden_states, layer_mask)
             else:
-                ran = self.skip_gates[index](hidden_states, head_mask) < gate_threshold
+                ran = self.skip_gates[index](hidden_states, head_mask).to(home) < gate_threshold
                 rows = ran.nonzero().squeeze(1)
                 if rows.numel() == ran.numel():
                     rows = None
-                    hidden_states = layer_module(hidden_states, extended_mask)
+                    hidden_states = layer_module(hidden_states, layer_mask)
                 elif rows.numel():
                     # The samples that run the layer pay for their own longest length, not the batch's.
-                    states, mask = self._trim_padding(hidden_states[rows], attention_mask[rows])
-                    sub_mask = _additive_mask(mask, states.dtype)
-                    states = layer_module(states, sub_mask)
-                    subset = (states, None if sub_mask is None else mask)
+                    states, mask, padded_rows = self._compact(hidden_states, attention_mask, rows)
+                    sub_layer_mask, sub_head_mask = self._masks(states, mask, padded_rows)
+                    states = layer_module(states, sub_layer_mask)
+                    subset = (states, sub_head_mask)
                     padding = hidden_states.shape[1] - states.shape[1]
-                    hidden_states = hidden_states.index_copy(0, rows, F.pad(states, (0, 0, 0, padding)) if padding else states)
+                    hidden_states = hidden_states.to(states.device).index_copy(
+                        0, rows.to(states.device), F.pad(states, (0, 0, 0, padding)) if padding else states
+                    )
                 layers_run[active if rows is None else active[rows]] += 1
             if layer not in self._exit_index:
                 continue
             if layer == num_layers:
                 # The final classifier answers for every sample still running, including ones that skipped it.
-                logits_out[active] = self.exit_logits(layer, hidden_states, head_mask).to(logits_out.dtype)
+                logits_out[active] = self.exit_logits(layer, hidden_states, head_mask).to(home, logits_out.dtype)
+                exit_layers[active] = layer
                 if exit_checks is not None:
                     exit_checks[active] += 1
                 break
             if not strategy.needs_logits(layer) or (rows is not None and rows.numel() == 0):
                 continue
-            if rows is None and active.numel() == 1 and strategy.decide_one is not None:
-                logits = self.exit_logits(layer, hidden_states, head_mask)
-                if exit_checks is not None:
-                    exit_checks[active] += 1
+            checked = active if rows is None else active[rows]
+            logits = self.exit_logits(layer, *(subset or (hidden_states, head_mask))).to(home)
+            if exit_checks is not None:
+                exit_checks[checked] += 1
+            if active.numel() == 1 and strategy.decide_one is not None:
                 if strategy.decide_one(logits[0].tolist()):
                     logits_out[active] = logits.to(logits_out.dtype)
                     exit_layers[active] = layer
                     break
                 continue
-            logits, leaving = self._exit_decision(strategy, layer, hidden_states, head_mask, state, rows, subset)
-            if exit_checks is not None:
-                exit_checks[active if rows is None else active[rows]] += 1
-            leavers = int(leaving.sum())
-            if leavers == 0:
+            # Decisions in float32 whatever the model's dtype: half-precision entropies and probabilities would move
+            # thresholds by their rounding (bf16 keeps 8 bits of mantissa).
+            leaving = strategy.should_exit(logits.float(), layer, state if rows is None else {})
+            logits_out[checked] = logits.to(logits_out.dtype)
+            exit_layers[checked] = layer
+            if rows is not None:  # only the skip strategy, which is stateless, gets here
+                leaving = torch.zeros_like(active, dtype=torch.bool).index_copy(0, rows, leaving)
+            staying = (~leaving).nonzero().squeeze(1)
+            if staying.numel() == active.numel():
                 continue
-            if leavers == leaving.numel():
-                logits_out[active] = logits.to(logits_out.dtype)
-                exit_layers[active] = layer
+            if staying.numel() == 0:
                 break
-            logits_out[active[leaving]] = logits[leaving].to(logits_out.dtype)
-            exit_layers[active[leaving]] = layer
-            staying = ~leaving
-            active, hidden_states, attention_mask = active[staying], hidden_states[staying], attention_mask[staying]
-            state = {key: value[staying] for key, value in state.items()}
-            hidden_states, attention_mask = self._trim_padding(hidden_states, attention_mask)
-            extended_mask = _additive_mask(attention_mask, hidden_states.dtype)
-            head_mask = None if extended_mask is None else attention_mask
+            active, state = active[staying], {key: value[staying] for key, value in state.items()}
+            hidden_states, attention_mask, padded = self._compact(hidden_states, attention_mask, staying)
+            layer_mask, head_mask = self._masks(hidden_states, attention_mask, padded)
         if exit_checks is None:
-            checked = [
-                layer in self._exit_index and (layer == num_layers or strategy.needs_logits(layer))
-                for layer in range(num_layers + 1)
-            ]
-            exit_checks = torch.tensor(checked, dtype=torch.long).cumsum(0).to(device)[exit_layers]
+            # The checked exits at or below each sample's exit, counted on the device: a table copied from the host
+            # would be one more synchronisation.
+            checked_layers = [layer for layer in self._exit_index if layer == num_layers or strategy.needs_logits(layer)]
+            exit_checks = sum((exit_layers >= layer).long() for layer in checked_layers)
         return MultiExitModelOutput(
             logits=logits_out,
             exit_layers=exit_layers,
@@ -503,31 +573,37 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             exit_checks=exit_checks,
         )
 
-    def _exit_decision(self, strategy, layer, hidden_states, attention_mask, state, rows, subset=None):
-        """`(logits, leaving)` for the active samples: the exit head's logits (zeros where not computed) and the
-        boolean mask of samples that leave. `rows` (indices of the samples that ran this layer, or None for all)
-        limits the head and the check to them, which read `subset` (their layer output and head mask): skipped
-        layers cost no exit check (SmartBERT)."""
-        if rows is None:
-            logits = self.exit_logits(layer, hidden_states, attention_mask)
-            return logits, strategy.should_exit(logits, layer, state)
-        # Only the skip strategy, which is stateless, gets here.
-        logits = hidden_states.new_zeros(hidden_states.shape[0], self.config.num_labels)
-        logits[rows] = self.exit_logits(layer, *subset)
-        leaving = torch.zeros(hidden_states.shape[0], dtype=torch.bool, device=hidden_states.device)
-        leaving[rows] = strategy.should_exit(logits[rows], layer, {})
-        return logits, leaving
+    def _masks(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, padded: bool):
+        """`(layer_mask, head_mask)` for a batch: both None without padding (SDPA then picks its fastest kernel);
+        else the layers' mask for `config._attn_implementation` from transformers' `create_bidirectional_mask`
+        (additive float for eager, boolean for SDPA, a block mask for flex attention) and the 2D mask for the exit
+        heads. `padded` comes from the padding cut's synchronisation, so the utility's own all-ones test (another
+        synchronisation) is switched off."""
+        if not padded:
+            return None, None
+        layer_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask, allow_is_bidirectional_skip=False
+        )
+        return layer_mask, attention_mask
 
     @staticmethod
-    def _trim_padding(hidden_states: torch.Tensor, attention_mask: torch.Tensor):
-        """Drops trailing columns that are padding for every remaining sample: after long samples leave, the rest
-        need not pay for the batch's old maximum length."""
-        used = attention_mask.any(dim=0).nonzero()
-        length = int(used.max()) + 1 if used.numel() else 1
-        if length == attention_mask.shape[1]:
-            return hidden_states, attention_mask
-        return hidden_states[:, :length], attention_mask[:, :length]
-
+    def _compact(hidden_states: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor | None = None):
+        """`(hidden_states, attention_mask, padded)` of the samples `rows` (None: all), with the trailing columns that
+        are padding for all of them cut (after long samples leave, the rest need not pay for the batch's old maximum
+        length); `padded` says whether any padding is left. One host synchronisation reads both the last used column
+        and the shortest sample, which has no padding exactly when its token count equals the columns kept. Columns
+        are cut before rows are selected, so the results are contiguous without another copy, and compiled segments
+        (`compile_segments`) see one memory layout."""
+        mask = attention_mask if rows is None else attention_mask.index_select(0, rows)
+        used = mask.bool()
+        positions = torch.arange(1, used.shape[1] + 1, device=used.device)
+        length, shortest = torch.stack([(used.any(dim=0) * positions).max(), used.sum(dim=1).min()]).tolist()
+        length = max(length, 1)
+        if rows is None:
+            hidden_states = hidden_states[:, :length].contiguous()
+        else:
+            hidden_states = hidden_states[:, :length].index_select(0, rows.to(hidden_states.device))
+        return hidden_states, mask[:, :length].contiguous(), shortest < length
 
 def exit_loss(
     logits: torch.Tensor, labels: torch.Tensor, problem_type: str, num_labels: int, reduction: str = "mean"
