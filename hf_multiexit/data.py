@@ -310,10 +310,39 @@ def _iter_tsv_rows(path: Path, text: str, delimiter: str = "\t",
     """
     # StringIO(newline="") splits lines the way csv expects of a file opened with newline="".
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    for fields in reader:
+    while True:
+        start = reader.line_num + 1  # a quoted field may span lines: errors name the line its record starts on
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            _raise_for_csv_error(path, start, quoting, exc)
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue  # blank lines (e.g. a trailing one) carry no example
         yield reader.line_num, fields
+
+
+def _raise_for_csv_error(path: Path, line: int, quoting: int, exc: csv.Error) -> NoReturn:
+    # The csv module's field size limit stays as it is: it is process-wide state, which a library should not change
+    # under its caller, and in a CSV file a field that long is far more often an unclosed quote swallowing the rest of
+    # the file than a real text. Texts are cut to max_length tokens anyway, and JSON Lines has no such limit.
+    limit = csv.field_size_limit()
+    if "field limit" not in str(exc):  # e.g. NUL bytes, which Python before 3.11 refuses
+        raise ValueError(
+            f"{path}, line {line}: cannot be parsed ({exc}); is it a UTF-8 text file? Export the data again as "
+            "text, or as JSON Lines (.jsonl)"
+        ) from None
+    cause = (
+        ' Most likely a quote (") opened in this record is never closed, so the lines after it were read into '
+        'one field: close it, or double the quotes inside a quoted field ("").'
+        if quoting != csv.QUOTE_NONE else ""
+    )
+    raise ValueError(
+        f"{path}, line {line}: a field is longer than {limit} characters, the limit of Python's csv module.{cause} "
+        "If the text really is this long, shorten the text (only the first max_length tokens are used), or write "
+        "the data as JSON Lines (.jsonl), which has no such limit."
+    ) from None
 
 
 def _parse_glue_label(raw: str, spec: GlueTask, path: Path, line: int) -> int | float:
@@ -632,7 +661,14 @@ def _read_delimited_records(path: Path, text: str,
     first = next(rows, None)
     if first is None:
         raise ValueError(f"{path} is empty; expected a header line naming the columns")
-    header = first[1]
+    line, header = first
+    duplicated = [name for name in dict.fromkeys(header) if header.count(name) > 1]
+    if duplicated:
+        counts = ", ".join(f"column {name!r} appears {header.count(name)} times" for name in duplicated)
+        raise ValueError(
+            f"{path}, line {line}: {counts} in the header {header}; rename or remove the duplicates, so that every "
+            "column is read by its own name"
+        )
     for line, fields in rows:
         if len(fields) != len(header):
             raise ValueError(
@@ -700,7 +736,7 @@ def _read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _label_converter(
-    all_labels: list[Any], label_names: list[str] | None
+    all_labels: list[Any], label_names: list[str] | None, train_path: Path | None, train_labels: list[Any]
 ) -> tuple[list[str] | None, Callable[[Any, Path, str], int | float]]:
     """Decide between classification and regression (rules in :func:`load_text_files`).
 
@@ -723,9 +759,22 @@ def _label_converter(
         return names, to_class
 
     if all(_as_int(value) is not None for value in all_labels):
-        values = sorted({_as_int(value) for value in all_labels})
+        # The classes are the training labels: one seen only in validation would be a class the model never trains on.
+        values = sorted({_as_int(value) for value in (train_labels if train_path else all_labels)})
         index = {value: i for i, value in enumerate(values)}
-        return [str(value) for value in values], lambda raw, path, where: index[_as_int(raw)]
+        names = [str(value) for value in values]
+
+        def to_id(raw: Any, path: Path, where: str) -> int:
+            if _as_int(raw) not in index:
+                raise ValueError(
+                    f"{path}, {where}: label {raw!r} does not occur in the training file {train_path}, so it would "
+                    f"add a class the model never trains on; labels seen in training: {names}. Remove these rows, "
+                    "add training examples of the label, or declare every class in id order with --class_names "
+                    "(label_names=[...] in Python)"
+                )
+            return index[_as_int(raw)]
+
+        return names, to_id
 
     distinct = sorted({str(value) for value in all_labels})
 
@@ -736,8 +785,9 @@ def _label_converter(
             shown = distinct[:10] + (["..."] if len(distinct) > 10 else [])
             raise ValueError(
                 f"{path}, {where}: label {raw!r} is not a number, and labels that are not all "
-                f"integers are read as regression targets. For classification pass "
-                f"label_names=[...]; labels found: {shown}"
+                f"integers are read as regression targets. For classification name the classes in "
+                f"id order: --class_names {' '.join(shown)} on the command line, label_names={shown} "
+                f"in Python; labels found: {shown}"
             ) from None
         if not math.isfinite(value):
             raise ValueError(f"{path}, {where}: regression label {raw!r} is not a finite number")
@@ -779,8 +829,10 @@ def load_text_files(
     * ``label_names`` given: classification. A label is a class name, or an integer id
       ``0 <= id < len(label_names)``; names are matched first.
     * otherwise, if every label is an integer (``3`` or ``"3"``; not ``"3.0"``; JSON booleans
-      count as 0/1): classification whose class names are the sorted distinct values as strings,
-      with ids ``0..k-1`` in that order (labels 0..k-1 thus keep their ids).
+      count as 0/1): classification whose class names are the sorted distinct values of the
+      training file (of the validation file when it is the only one) as strings, with ids
+      ``0..k-1`` in that order (labels 0..k-1 thus keep their ids). A validation label that
+      the training file lacks is an error: it would be a class the model never trains on.
     * otherwise: regression; every label must be a finite number.
 
     Returns:
@@ -790,8 +842,10 @@ def load_text_files(
         for regression.
 
     Raises:
-        ValueError: bad arguments, unsupported extension, an empty file, missing columns, an
-            unknown label, a non-numeric or NaN regression label, or non-UTF-8 bytes.
+        ValueError: bad arguments, unsupported extension, an empty file, missing or duplicated
+            columns, an unknown label (or, without ``label_names``, one the training file lacks),
+            a non-numeric or NaN regression label, a field over the csv module's size limit, or
+            non-UTF-8 bytes.
         FileNotFoundError: a file does not exist.
     """
     from datasets import Dataset, DatasetDict
@@ -840,7 +894,9 @@ def load_text_files(
         loaded[split] = (path, records)
 
     all_labels = [rec[label_column] for _, records in loaded.values() for _, rec in records]
-    names, label_of = _label_converter(all_labels, label_names)
+    train_path, train_records = loaded.get("train", (None, []))
+    names, label_of = _label_converter(all_labels, label_names, train_path,
+                                       [rec[label_column] for _, rec in train_records])
     features = _features(columns, names)
     result = DatasetDict()
     for split, (path, records) in loaded.items():

@@ -27,7 +27,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, EvalResul
 from huggingface_hub.errors import HfHubHTTPError
 
 from .data import GLUE_TASKS, get_glue_task
-from .io import atomic_write_text
+from .io import atomic_write_text, check_model_path
 from .models.multiexit_bert import EXIT_STRATEGIES, ExitConfig
 from .models.multiexit_bert.exit_configuration import EXIT_CONFIG_NAME
 from .models.multiexit_bert.exit_strategies import REGRESSION, resolve_problem_type
@@ -96,11 +96,10 @@ def check_model_folder(model_dir: str | os.PathLike) -> dict[str, Any]:
     """Returns the `config.json` of a saved multi-exit model after checking that the folder holds everything the
     Hub copy needs; raises `FileNotFoundError` / `ValueError` naming the folder, what is missing and how to fix it."""
     model_dir = os.fspath(model_dir)
+    expected = "the --output_dir of `hf-multiexit train` or a folder written by `model.save_pretrained`"
+    check_model_path(model_dir, "Model folder", expected, hub_id=False)
     if not os.path.isdir(model_dir):
-        raise FileNotFoundError(
-            f"Model folder {model_dir!r} does not exist; pass the --output_dir of `hf-multiexit train` or a folder "
-            "written by `model.save_pretrained`."
-        )
+        raise NotADirectoryError(f"Model folder {model_dir!r} is a file, not a folder; pass {expected}.")
     fix = ("save it with MultiExitBertForSequenceClassification.save_pretrained (e.g. `hf-multiexit train "
            "--output_dir`), which writes the weights, config with auto_map, modeling files and exit_config.json")
     config_path = os.path.join(model_dir, "config.json")
@@ -401,8 +400,10 @@ def push_model(
     when created) in one commit with its generated card; returns the `CommitInfo`.
 
     Everything local is checked and the card is built before anything is sent, and nothing is written locally. If
-    the upload fails, no commit was made; a repo this call created is deleted again, and `PushError` says what the
-    Hub answered. `report`, `eval_results`, `method`, `base_model` and `license` are as for `build_model_card`.
+    the upload fails, a repo this call created is deleted again (or `PushError` says how to delete it, when the Hub
+    cannot be reached for that either), and `PushError` says what the Hub answered, or that it gave no answer (a
+    dropped connection: then a commit into an existing repo may have landed). `report`, `eval_results`, `method`,
+    `base_model` and `license` are as for `build_model_card`.
 
     `remove_stale=True` also deletes, in the same commit, the repo's files that exist in `model_dir` but are not
     part of the model (what Trainer's checkpoint pushes upload from `output_dir`: `training_args.bin`, logs, stage
@@ -420,7 +421,7 @@ def push_model(
     operations.append(CommitOperationAdd("README.md", str(card).encode("utf-8")))
 
     api = HfApi(endpoint=endpoint, token=token)
-    created = False
+    created = committing = False
     try:
         try:
             api.create_repo(repo_id, private=private, repo_type="model")
@@ -433,6 +434,7 @@ def push_model(
             remote = api.list_repo_files(repo_id, revision=revision, repo_type="model")
             local = [name for name in remote if os.path.isfile(os.path.join(model_dir, name))]
             operations += [CommitOperationDelete(name) for name in local if name not in uploaded]
+        committing = True
         return api.create_commit(
             repo_id,
             operations,
@@ -441,18 +443,35 @@ def push_model(
             repo_type="model",
         )
     except Exception as err:  # whatever broke the upload, a repo this push created must not stay behind
-        cleanup = ""
-        if created:
-            try:
-                api.delete_repo(repo_id, repo_type="model", missing_ok=True)
-                cleanup = " The repo this push created was deleted again."
-            except HfHubHTTPError as delete_err:
-                cleanup = f" The repo this push created could not be deleted ({delete_err}); delete it on the Hub."
-        raise PushError(
-            f"Pushing {model_dir!r} to {repo_id!r} at {api.endpoint} failed, nothing was committed: "
-            f"{type(err).__name__}: {err}.{cleanup} Check the token's write access to {repo_id.split('/')[0]!r} "
-            "(`hf auth login` or HF_TOKEN) and the network, then run the same push again."
-        ) from err
+        raise PushError(_push_failure(api, model_dir, repo_id, revision, err, created, committing)) from err
+
+
+def _push_failure(api: HfApi, model_dir: str, repo_id: str, revision: str | None, err: Exception, created: bool,
+                  committing: bool) -> str:
+    """The message of a failed push, after deleting the repo the push created. An error status means the Hub refused
+    (the token, the repo); any other error (a dropped connection, a timeout) means it gave no answer, and then a
+    commit that was sent may have landed."""
+    answered = isinstance(err, HfHubHTTPError)
+    cleanup, deleted = "", False
+    if created:
+        try:
+            api.delete_repo(repo_id, repo_type="model", missing_ok=True)
+            cleanup, deleted = " The repo this push created was deleted again.", True
+        except Exception as delete_err:  # the clean-up must not hide the push's own error, whatever stops it
+            cleanup = (f" The repo this push created could not be deleted ({_describe(delete_err)}); delete it with "
+                       f"`hf repos delete {repo_id}` or on {api.endpoint}/{repo_id}/settings.")
+    certain = answered or deleted or not committing
+    state = ", nothing was committed" if certain else ""
+    unknown = "" if certain else (f" The Hub gave no answer to the commit, so it may have landed or not: see "
+                                  f"{api.endpoint}/{repo_id}/commits/{revision or 'main'}.")
+    fix = (f"Check the token's write access to {repo_id.split('/')[0]!r} (`hf auth login` or HF_TOKEN)" if answered
+           else f"Check the network connection to {api.endpoint} (and any proxy)")
+    return (f"Pushing {model_dir!r} to {repo_id!r} at {api.endpoint} failed{state}: {_describe(err)}.{unknown}"
+            f"{cleanup} {fix}, then run the same push again.")
+
+
+def _describe(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).rstrip('.')}"
 
 
 __all__ = ["PushError", "build_model_card", "check_model_folder", "check_repo_id", "load_report", "push_model",

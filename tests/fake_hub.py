@@ -5,7 +5,9 @@ The real client talks to it through `HF_ENDPOINT` (read when `huggingface_hub` i
 subprocess started with `FakeHub.env()`). Uploads take the Hub's preupload + LFS + commit path: the server marks
 weights and images as LFS, the client PUTs them to the LFS URL, and the NDJSON commit refers to them by sha256.
 Downloads answer HEAD and GET on `resolve/<revision>/<path>` with the `X-Repo-Commit` and `ETag` headers the client
-requires; LFS files redirect to a storage URL on another host name, as the Hub's do to its CDN. Any route can be made to fail (`fail(route, status)`), and `requests` records every call.
+requires; LFS files redirect to a storage URL on another host name, as the Hub's do to its CDN. Any route can be
+made to fail (`fail(route, status)`) or to drop the connection without answering (`drop(route)`, a server or proxy
+going away mid-upload), and `requests` records every call.
 
 Xet storage is turned off in the clients (`HF_HUB_DISABLE_XET=1`): it needs a separate content-addressed store
 service; with it off the client uses the Hub's LFS protocol, as it does without `hf_xet` installed.
@@ -64,7 +66,7 @@ class FakeHub(ThreadingHTTPServer):
         self.repos: dict[str, Repo] = {}
         self.lfs: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, str]] = []  # (route, method, path)
-        self.failures: dict[str, int] = {}
+        self.failures: dict[str, int | None] = {}  # route -> injected status, None: drop the connection
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -88,6 +90,11 @@ class FakeHub(ThreadingHTTPServer):
         """Answer every later call of `route` (`create`, `preupload`, `lfs_batch`, `lfs_upload`, `commit`, `resolve`,
         `info`, ...) with `status` until `heal(route)`."""
         self.failures[route] = status
+
+    def drop(self, route: str) -> None:
+        """Read every later call of `route` and close the connection without an answer until `heal(route)`: the
+        client sees the server disconnect (`RemoteProtocolError`), as when a server or proxy goes away mid-upload."""
+        self.failures[route] = None
 
     def heal(self, route: str) -> None:
         self.failures.pop(route, None)
@@ -152,9 +159,12 @@ class _Handler(BaseHTTPRequestHandler):
             if match and route_method == method:
                 with self.server.lock:
                     self.server.requests.append((name, method, path))
-                    status = self.server.failures.get(name)
-                if status is not None:
+                    failing, status = name in self.server.failures, self.server.failures.get(name)
+                if failing:
                     self._body()
+                    if status is None:
+                        self.close_connection = True
+                        return
                     return self._error(status, f"Injected failure of {name}", head=method == "HEAD")
                 return getattr(self, f"_{name}")(query=query, head=method == "HEAD", **match.groupdict())
         with self.server.lock:

@@ -473,13 +473,14 @@ def test_csv_with_label_names(tmp_path, tokenizer):
 
 def test_integer_labels_become_sorted_classes(tmp_path):
     train = write_tsv(tmp_path / "train.tsv",
-                      [["premise", "hypothesis", "y"], ["a", "b", "5"], ["c", "d", "-1"]])
+                      [["premise", "hypothesis", "y"], ["a", "b", "5"], ["c", "d", "-1"],
+                       ["e", "f", "2"]])
     valid = write_tsv(tmp_path / "dev.tsv",
                       [["premise", "hypothesis", "y"], ['x "q', "y", "2"]])
     data = load_text_files(train, valid, text_columns=["premise", "hypothesis"],
                            label_column="y")
     assert data["train"].features["label"].names == ["-1", "2", "5"]
-    assert data["train"]["label"] == [2, 0]
+    assert data["train"]["label"] == [2, 0, 1]
     assert data["validation"]["label"] == [1]
     assert data["validation"]["premise"] == ['x "q']  # TSV is unquoted
 
@@ -547,7 +548,8 @@ def test_text_file_errors(tmp_path, tokenizer):
     words = tmp_path / "words.csv"
     words.write_text("sentence,label\na,good\nb,bad\n", encoding="utf-8")
     with pytest.raises(ValueError,
-                       match=r"line 2: label 'good' is not a number.*label_names.*'bad', 'good'"):
+                       match=r"line 2: label 'good' is not a number.*--class_names bad good on the "
+                             r"command line, label_names=\['bad', 'good'\] in Python"):
         load_text_files(words)
 
     nan = tmp_path / "nan.jsonl"
@@ -571,3 +573,43 @@ def test_text_file_errors(tmp_path, tokenizer):
     broken.write_text('{"sentence": "a", "label": 1}\n{"sentence": \n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"broken\.jsonl, line 2: invalid JSON"):
         load_text_files(broken)
+
+
+def test_field_over_the_csv_limit_names_file_line_and_fix(tmp_path):
+    # An unclosed quote on line 3 reads the rest of the file as one field, past the csv module's 128 KiB limit.
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text('sentence,label\nfine,1\n"a quote never closed,0\n' + "more text,1\n" * 20000,
+                        encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        load_text_files(unclosed)
+    message = str(info.value)
+    assert "unclosed.csv, line 3: a field is longer than 131072 characters" in message
+    assert 'a quote (") opened in this record is never closed' in message and ".jsonl" in message
+    long_line = tmp_path / "long.tsv"
+    long_line.write_text("sentence\tlabel\nfine\t1\n" + "word " * 40000 + "\t0\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"long\.tsv, line 3: a field is longer than 131072 characters.*"
+                                         r"shorten the text.*JSON Lines \(\.jsonl\)"):
+        load_text_files(long_line)
+
+
+@pytest.mark.parametrize("suffix, separator", [(".csv", ","), (".tsv", "\t")])
+def test_duplicated_column_names_are_refused(tmp_path, suffix, separator):
+    path = tmp_path / f"dup{suffix}"
+    path.write_text(separator.join(["sentence", "label", "sentence"]) + "\n"
+                    + separator.join(["first", "1", "second"]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"dup\{suffix}, line 1: column 'sentence' appears 2 times in the "
+                                         r"header \['sentence', 'label', 'sentence'\]; rename or remove"):
+        load_text_files(path)
+
+
+def test_label_seen_only_in_validation_is_refused(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("sentence,label\na,0\nb,1\n", encoding="utf-8")
+    dev = tmp_path / "dev.csv"
+    dev.write_text("sentence,label\nc,1\nd,2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"dev\.csv, line 3: label '2' does not occur in the training file "
+                                         rf"{train}.*labels seen in training: \['0', '1'\].*--class_names"):
+        load_text_files(train, dev)
+    # Declared classes are the user's choice: a class without training examples is then allowed.
+    data = load_text_files(train, dev, label_names=["0", "1", "2"])
+    assert data["validation"]["label"] == [1, 2]

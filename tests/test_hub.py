@@ -176,11 +176,13 @@ def test_good_repo_ids_pass():
         assert check_repo_id(repo_id) == repo_id
 
 
-def test_missing_model_folder(tmp_path, capsys):
-    missing = tmp_path / "nothing-here"
-    assert main(["push", "--model", str(missing), "--repo_id", "org/x", "--card_only", str(tmp_path / "c.md")]) == 2
+@pytest.mark.parametrize("name", ["nothing-here", "org/x"])  # also where a Hub id would look the same
+def test_missing_model_folder(tmp_path, capsys, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    assert main(["push", "--model", name, "--repo_id", "org/x", "--card_only", str(tmp_path / "c.md")]) == 2
     err = capsys.readouterr().err
-    assert str(missing) in err and "does not exist" in err and "--output_dir of `hf-multiexit train`" in err
+    assert f"Model folder {name!r}: no such folder ({tmp_path / name})" in err
+    assert "--output_dir of `hf-multiexit train`" in err
     assert not (tmp_path / "c.md").exists()
 
 
@@ -263,6 +265,38 @@ def test_push_command_reports_a_failed_upload(online, model_folder, capsys):
     err = capsys.readouterr().err
     assert err.startswith("hf-multiexit push: error: Pushing") and "403" in err and "'org/denied'" in err
     assert "org/denied" not in online.repos
+
+
+def test_dropped_connection_mid_upload_deletes_the_created_repo(online, model_folder, capsys):
+    """The server closes the connection on the commit, the last step of an upload, without an answer."""
+    hub = online
+    hub.drop("commit")
+    with pytest.raises(PushError) as info:
+        push_model(model_folder, "org/dropped", token=TOKEN)
+    message = str(info.value)
+    assert "'org/dropped'" in message and "RemoteProtocolError: Server disconnected without sending a response" in message
+    assert "The repo this push created was deleted again" in message and "org/dropped" not in hub.repos
+    assert f"Check the network connection to {hub.endpoint}" in message and "run the same push again" in message
+    # The server gone altogether: the clean-up cannot reach it either, and says what is left and how to remove it.
+    hub.drop("delete")
+    assert main(["push", "--model", str(model_folder), "--repo_id", "org/gone"]) == 1
+    err = capsys.readouterr().err  # the upload's progress bars come first
+    assert "Traceback" not in err, err
+    assert err.count("error: ") == 1 and err.splitlines()[-1].startswith("hf-multiexit push: error: Pushing")
+    assert "The repo this push created could not be deleted (RemoteProtocolError: Server disconnected" in err
+    assert "delete it with `hf repos delete org/gone`" in err and "org/gone" in hub.repos
+
+
+def test_dropped_connection_into_an_existing_repo_says_the_commit_may_have_landed(online, model_folder):
+    hub = online
+    push_model(model_folder, "org/kept", token=TOKEN)
+    hub.drop("commit")
+    with pytest.raises(PushError) as info:
+        push_model(model_folder, "org/kept", token=TOKEN, license="mit")  # a changed card: not an empty commit
+    message = str(info.value)
+    assert "nothing was committed" not in message and "org/kept" in hub.repos
+    assert "failed: RemoteProtocolError: Server disconnected without sending a response." in message
+    assert f"The Hub gave no answer to the commit, so it may have landed or not: see {hub.endpoint}/org/kept/commits/main." in message
 
 
 def test_server_error_into_an_existing_repo_keeps_it_unchanged(online, model_folder):
