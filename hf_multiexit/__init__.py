@@ -1,12 +1,15 @@
-"""hf-multiexit: multi-exit BERT for HuggingFace Transformers.
+"""hf-multiexit: multi-exit encoders for HuggingFace Transformers.
 
-Importing the package registers `MultiExitConfig` (model_type ``"multiexit_bert"``) with `AutoConfig` and the models
-with `AutoModel` and `AutoModelForSequenceClassification`.
+Importing the package registers `MultiExitModelConfig` (model_type ``"multiexit"``, any supported backbone) and
+`MultiExitConfig` (model_type ``"multiexit_bert"``, BERT checkpoints of earlier versions) with `AutoConfig`, and their
+models with `AutoModel` and `AutoModelForSequenceClassification`.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
 from .models.multiexit_bert import (
+    AUTO_FAMILIES,
+    BACKBONE_ADAPTERS,
     EXIT_HEAD_STYLES,
     EXIT_HEADS,
     EXIT_STRATEGIES,
@@ -15,8 +18,12 @@ from .models.multiexit_bert import (
     MultiExitBertForSequenceClassification,
     MultiExitBertModel,
     MultiExitConfig,
+    MultiExitModel,
+    MultiExitModelConfig,
+    MultiExitModelForSequenceClassification,
     MultiExitModelOutput,
     MultiExitSequenceClassifierOutput,
+    register_backbone,
     register_exit_strategy,
 )
 
@@ -41,9 +48,10 @@ from .trainers import (
 
 __version__ = "0.1.0"
 
-AutoConfig.register(MultiExitConfig.model_type, MultiExitConfig, exist_ok=True)
-AutoModel.register(MultiExitConfig, MultiExitBertModel, exist_ok=True)
-AutoModelForSequenceClassification.register(MultiExitConfig, MultiExitBertForSequenceClassification, exist_ok=True)
+for _config_class, (_base_class, _classifier_class) in AUTO_FAMILIES.items():
+    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
+    AutoModel.register(_config_class, _base_class, exist_ok=True)
+    AutoModelForSequenceClassification.register(_config_class, _classifier_class, exist_ok=True)
 
 __all__ = [
     "CurriculumConfig",
@@ -60,6 +68,7 @@ __all__ = [
     "RomeBertTrainer",
     "SmartBertConfig",
     "SmartBertTrainer",
+    "BACKBONE_ADAPTERS",
     "EXIT_HEADS",
     "EXIT_HEAD_STYLES",
     "EXIT_STRATEGIES",
@@ -68,8 +77,12 @@ __all__ = [
     "MultiExitBertForSequenceClassification",
     "MultiExitBertModel",
     "MultiExitConfig",
+    "MultiExitModel",
+    "MultiExitModelConfig",
+    "MultiExitModelForSequenceClassification",
     "MultiExitModelOutput",
     "MultiExitSequenceClassifierOutput",
+    "register_backbone",
     "register_exit_strategy",
     "MultiExitTextClassificationPipeline",
     "PushError",

@@ -16,6 +16,7 @@ from hf_multiexit.models.multiexit_bert.exit_strategies import entropy
 from test_modeling import between_values, padded_batch, tiny_model
 
 SHIPPED = {
+    "backbones.py",
     "configuration_multiexit_bert.py",
     "modeling_multiexit_bert.py",
     "exit_configuration.py",

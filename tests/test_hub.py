@@ -381,7 +381,7 @@ def test_push_then_load_by_repo_id_without_hf_multiexit(online, model_folder, re
     files = hub.files("org/tiny-romebert")
     assert set(files) == {
         ".gitattributes", "README.md", "config.json", "model.safetensors", "exit_config.json", "eval_results.json",
-        "configuration_multiexit_bert.py", "modeling_multiexit_bert.py", "exit_configuration.py", "exit_strategies.py",
+        "configuration_multiexit_bert.py", "modeling_multiexit_bert.py", "exit_configuration.py", "exit_strategies.py", "backbones.py",
         "tokenizer.json", "tokenizer_config.json", "report.json", "trade_off.png",
     }
     assert files["model.safetensors"] == (model_folder / "model.safetensors").read_bytes()

@@ -353,7 +353,7 @@ def test_labels_outside_num_labels():
 def test_bad_model_config():
     with pytest.raises(ValueError, match=r"exit_layers=\[1, 3\] is invalid.*ends with the last layer 4"):
         tiny_config(exit_layers=[1, 3])
-    with pytest.raises(ValueError, match=r"exit_head='mlp' is not one of \['pooler', 'linear', 'attention'\]"):
+    with pytest.raises(ValueError, match=r"exit_head='mlp' is not one of \['pooler', 'linear', 'attention', 'native'\]"):
         tiny_config(exit_head="mlp")
     with pytest.raises(ValueError, match=r"exit_pooling='max' is not one of \['cls', 'mean'\]"):
         tiny_config(exit_pooling="max")

@@ -24,7 +24,9 @@ un-normed).
 `attention_mask`, so the exit loop can rebuild it after removing rows and trimming columns. Masks come from
 transformers' own mask utilities (`create_bidirectional_mask`, ...) in the format of `config._attn_implementation`,
 as the stock forward builds them (DeBERTa-v2, whose attention is its own: its encoder's `get_attention_mask`).
-`attention_mask` is the 2D `(B, S)` 0/1 padding mask throughout.
+`attention_mask` is the 2D `(B, S)` 0/1 padding mask throughout; None means no padding. The mask utilities are
+called with `allow_is_bidirectional_skip=False`: the exit loop already knows whether a batch has padding (it passes
+None when not), and their own all-ones test would cost a host synchronisation per context.
 
 Adapters are registered by `model_type` with `@register_backbone`; `get_backbone_adapter` looks them up. Each one
 also knows its architecture's own sequence-classification head (`native_head`, with the key mapping from a stock
@@ -112,6 +114,8 @@ class BackboneAdapter:
             under which the multi-exit model should hold it, so that checkpoints load by their stock names).
         head_key_map: stock `<Arch>ForSequenceClassification` state-dict key prefix -> `native_head` key prefix.
         lora_modules: names of the attention query/value projections (PEFT `target_modules`).
+        has_pooler: whether the built base model keeps a pretrained pooler (`backbone.pooler`, first token ->
+            dense -> tanh), which the multi-exit "pooler"/"linear" exit heads read.
 
     The defaults here serve encoders whose layers take `(hidden, mask)` with the mask from
     `create_bidirectional_mask`, return the new hidden states, and need no final step.
@@ -122,6 +126,7 @@ class BackboneAdapter:
     base_model_prefix: ClassVar[str]
     head_key_map: ClassVar[dict[str, str]] = {"classifier.": "classifier."}
     lora_modules: ClassVar[tuple[str, ...]] = ("query", "value")
+    has_pooler: ClassVar[bool] = False
 
     def build(self, config: PreTrainedConfig) -> PreTrainedModel:
         """The stock base model for `config` (randomly initialised, as its own constructor does)."""
@@ -147,7 +152,9 @@ class BackboneAdapter:
     ) -> Any:
         """Whatever the layers need besides the hidden states for these rows and this length (an opaque value
         for `run_layer`). Here: the attention mask in the format of the configured attention implementation."""
-        return create_bidirectional_mask(config=backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        return create_bidirectional_mask(
+            config=backbone.config, inputs_embeds=hidden, attention_mask=attention_mask, allow_is_bidirectional_skip=False
+        )
 
     def layer_module(self, backbone: PreTrainedModel, index: int) -> nn.Module:
         """The module that step `index` (0-based) applies; steps may share one (ALBERT)."""
@@ -156,6 +163,10 @@ class BackboneAdapter:
     def run_layer(self, backbone: PreTrainedModel, index: int, hidden: torch.Tensor, ctx: Any) -> torch.Tensor:
         """Hidden states after step `index` (0-based)."""
         return self.layer_module(backbone, index)(hidden, ctx)
+
+    def pooler(self, backbone: PreTrainedModel) -> nn.Module | None:
+        """The base model's pretrained pooler when it keeps one (`has_pooler`), else None."""
+        return backbone.pooler if self.has_pooler else None
 
     def final(self, backbone: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
         """What the stock model applies after its last layer (identity unless overridden)."""
@@ -188,6 +199,15 @@ class BackboneAdapter:
             for stock, native in self.head_key_map.items()
             if key.startswith(stock)
         }
+
+    def classifier_dropout(self, config: PreTrainedConfig) -> float:
+        """The dropout the architecture's classification head uses (what the multi-exit heads use too)."""
+        dropout = getattr(config, "classifier_dropout", None)
+        return config.hidden_dropout_prob if dropout is None else dropout
+
+    def attention_dropout(self, config: PreTrainedConfig) -> float:
+        """The attention-probability dropout of the layers (what the attention exit heads use)."""
+        return config.attention_probs_dropout_prob
 
     def lora_target_modules(self, config: PreTrainedConfig) -> list[str]:
         """Module names of the attention query and value projections inside the layers."""
@@ -268,12 +288,11 @@ class DebertaV2Head(NativeHead):
     """`DebertaV2ForSequenceClassification`'s head: the stock `ContextPooler`, dropout (`cls_dropout`, else
     `hidden_dropout_prob`) and the classifier."""
 
-    def __init__(self, config):
+    def __init__(self, config, dropout: float):
         super().__init__()
         self.pooler = ContextPooler(config)
         self.classifier = nn.Linear(self.pooler.output_dim, config.num_labels)
-        dropout = getattr(config, "cls_dropout", None)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden_states, attention_mask=None):
         return self.classifier(self.dropout(self.pooler(hidden_states)))
@@ -312,10 +331,10 @@ class BertAdapter(BackboneAdapter):
     model_class = BertModel
     base_model_prefix = "bert"
     head_key_map = {"bert.pooler.": "pooler.", "classifier.": "classifier."}
-    add_pooling_layer: ClassVar[bool] = True
+    has_pooler = True
 
     def build(self, config):
-        return self.model_class(config, add_pooling_layer=self.add_pooling_layer)
+        return self.model_class(config, add_pooling_layer=self.has_pooler)
 
     def embed(self, backbone, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
         return backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
@@ -324,8 +343,7 @@ class BertAdapter(BackboneAdapter):
         return backbone.encoder.layer[index]
 
     def native_head(self, config):
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        return PoolerHead(config, BertPooler(config), dropout)
+        return PoolerHead(config, BertPooler(config), self.classifier_dropout(config))
 
 
 @register_backbone("roberta")
@@ -338,7 +356,7 @@ class RobertaAdapter(BertAdapter):
     model_class = RobertaModel
     base_model_prefix = "roberta"
     head_key_map = {"classifier.": "classifier."}
-    add_pooling_layer = False
+    has_pooler = False
     head_class: ClassVar[type[nn.Module]] = RobertaClassificationHead
 
     def native_head(self, config):
@@ -401,9 +419,12 @@ class AlbertAdapter(BackboneAdapter):
         # AlbertTransformer.forward's group index, float division included.
         return backbone.encoder.albert_layer_groups[int(index / (config.num_hidden_layers / config.num_hidden_groups))]
 
+    def classifier_dropout(self, config):
+        return config.classifier_dropout_prob
+
     def native_head(self, config):
         pooler = nn.Linear(config.hidden_size, config.hidden_size)
-        return AlbertPoolerHead(config, pooler, config.classifier_dropout_prob)
+        return AlbertPoolerHead(config, pooler, self.classifier_dropout(config))
 
     def layer_flops(self, config, n, index=0):
         return config.inner_group_num * super().layer_flops(config, n, index)
@@ -434,6 +455,12 @@ class DistilBertAdapter(BackboneAdapter):
 
     def native_head(self, config):
         return DistilBertHead(config)
+
+    def classifier_dropout(self, config):
+        return config.seq_classif_dropout
+
+    def attention_dropout(self, config):
+        return config.attention_dropout
 
     def layer_flops(self, config, n, index=0):
         return _attention_block_flops(n, config.dim, _attention_width(config), config.hidden_dim)
@@ -494,7 +521,11 @@ class DebertaV2Adapter(BackboneAdapter):
         return output
 
     def native_head(self, config):
-        return DebertaV2Head(config)
+        return DebertaV2Head(config, self.classifier_dropout(config))
+
+    def classifier_dropout(self, config):
+        dropout = getattr(config, "cls_dropout", None)
+        return config.hidden_dropout_prob if dropout is None else dropout
 
     def layer_flops(self, config, n, index=0):
         hidden = config.hidden_size
@@ -554,7 +585,9 @@ class ModernBertAdapter(BackboneAdapter):
         position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
         return {
             kind: (
-                mask_makers[kind](config=config, inputs_embeds=hidden, attention_mask=attention_mask),
+                mask_makers[kind](
+                    config=config, inputs_embeds=hidden, attention_mask=attention_mask, allow_is_bidirectional_skip=False
+                ),
                 backbone.rotary_emb(hidden, position_ids, kind),
             )
             for kind in set(config.layer_types)
@@ -573,6 +606,12 @@ class ModernBertAdapter(BackboneAdapter):
 
     def native_head(self, config):
         return ModernBertHead(config)
+
+    def classifier_dropout(self, config):
+        return config.classifier_dropout
+
+    def attention_dropout(self, config):
+        return config.attention_dropout
 
     def layer_flops(self, config, n, index=0):
         # The sliding window is a mask: eager and sdpa still compute all n² scores. The MLP is a GLU (Wi: H -> 2I).

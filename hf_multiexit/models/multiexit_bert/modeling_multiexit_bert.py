@@ -1,5 +1,8 @@
 # Copyright 2026 The hf-multiexit authors. Licensed under the Apache License, Version 2.0.
-"""Multi-exit BERT: a BERT encoder with a classifier ("exit") after some layers and a batched early-exit loop.
+"""Multi-exit encoders: a stock transformers encoder (BERT, RoBERTa, XLM-R, ELECTRA, ALBERT, DistilBERT, DeBERTa-v2/v3,
+ModernBERT; run layer by layer through the adapters of `backbones.py`) with a classifier ("exit") after some layers
+and a batched early-exit loop. `MultiExitModel` serves every backbone; `MultiExitBertModel` is the same network with
+BERT's modules held flat, as checkpoints saved by earlier versions (`model_type` `multiexit_bert`) name them.
 
 Papers: DeeBERT (Xin et al., ACL 2020), PABEE (Zhou et al., NeurIPS 2020), RomeBERT (Gao et al., 2021),
 FastBERT (Liu et al., ACL 2020), SmartBERT (Hu et al., IJCAI 2023).
@@ -10,27 +13,30 @@ transformers and sibling files of this folder, never `hf_multiexit`.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import PreTrainedModel, TextClassificationPipeline
+from transformers import PreTrainedConfig, PreTrainedModel, TextClassificationPipeline
 from transformers import initialization as init
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder, BertPooler
 from transformers.utils import ModelOutput
 
-from .configuration_multiexit_bert import MultiExitConfig
+from .backbones import BackboneAdapter
+from .configuration_multiexit_bert import POOLER_STYLES, ExitFields, MultiExitConfig, MultiExitModelConfig
 from .exit_configuration import ExitConfig
 from .exit_strategies import MULTI_LABEL, REGRESSION, SINGLE_LABEL, ExitStrategy, build_exit_strategy, resolve_problem_type
 
 
 @dataclass
 class MultiExitModelOutput(ModelOutput):
-    """Output of [`MultiExitBertModel`].
+    """Output of [`MultiExitModel`].
 
     Args:
         logits (`(B, C)`): each sample's prediction at the exit where it left.
@@ -43,7 +49,8 @@ class MultiExitModelOutput(ModelOutput):
             `output_all_exits=True`).
         gate_probs (tuple of `(B,)`): the skip gates' probabilities `g_i`, one per layer, in all-exits mode.
         hidden_states (tuple of `(B, S, H)`): embeddings and every layer's output, with `output_hidden_states=True`
-            in all-exits mode.
+            in all-exits mode; the last is the backbone's final state (after ModernBERT's final norm), the stock
+            model's `last_hidden_state`.
         layer_outputs (tuple of `(B, S, H)`): with skip gates, each layer's own output `Layer_i(h_{i-1})` before
             the gate mixes it with the layer's input (what the intermediate exits read), with
             `output_hidden_states=True` in all-exits mode.
@@ -61,7 +68,7 @@ class MultiExitModelOutput(ModelOutput):
 
 @dataclass
 class MultiExitSequenceClassifierOutput(ModelOutput):
-    """Output of [`MultiExitBertForSequenceClassification`]: [`MultiExitModelOutput`]'s fields plus `loss`
+    """Output of [`MultiExitModelForSequenceClassification`]: [`MultiExitModelOutput`]'s fields plus `loss`
     (the joint training loss in train mode, the final exit's loss in eval mode)."""
 
     loss: torch.FloatTensor | None = None
@@ -75,21 +82,17 @@ class MultiExitSequenceClassifierOutput(ModelOutput):
     layer_outputs: tuple[torch.FloatTensor, ...] | None = None
 
 
-def _head_dropout(config: MultiExitConfig) -> float:
-    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-
-
 class PooledExitHead(nn.Module):
     """`z = W dropout(tanh(P h_[CLS])) + b` (or the masked token mean instead of `h_[CLS]` with
     `exit_pooling="mean"`) with the exit's own pooler `P` ("pooler" style, DeeBERT/RomeBERT)
     or, when `own_pooler=False`, the backbone's shared pretrained pooler ("linear" style, PABEE; and the final
     exit of the "pooler" style, which is exactly `BertForSequenceClassification`'s head)."""
 
-    def __init__(self, config: MultiExitConfig, own_pooler: bool):
+    def __init__(self, config: ExitFields, own_pooler: bool):
         super().__init__()
         self.mean_pooling = config.exit_pooling == "mean"
-        self.pooler = BertPooler(config) if own_pooler else None
-        self.dropout = nn.Dropout(_head_dropout(config))
+        self.pooler = BertPooler(config.backbone_config) if own_pooler else None
+        self.dropout = nn.Dropout(config.exit_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, shared_pooler: nn.Module | None = None):
@@ -142,10 +145,10 @@ class ClsAttention(nn.Module):
 class AttentionExitHead(nn.Module):
     """FastBERT/SmartBERT exit: `z = W_2 tanh(W_1 Attn(tanh(W_0 h))_[CLS])` with `d = exit_head_hidden_size`."""
 
-    def __init__(self, config: MultiExitConfig, is_final: bool):
+    def __init__(self, config: ExitFields, is_final: bool):
         super().__init__()
         size = config.exit_head_hidden_size
-        self.features = ClsAttention(config.hidden_size, size, config.exit_head_num_heads, config.attention_probs_dropout_prob)
+        self.features = ClsAttention(config.hidden_size, size, config.exit_head_num_heads, config.exit_attention_dropout)
         self.dense = nn.Linear(size, size)
         self.classifier = nn.Linear(size, config.num_labels)
 
@@ -153,10 +156,26 @@ class AttentionExitHead(nn.Module):
         return self.classifier(torch.tanh(self.dense(self.features(hidden_states, attention_mask))))
 
 
-EXIT_HEADS: dict[str, Callable[[MultiExitConfig, bool], nn.Module]] = {
+class NativeExitHead(nn.Module):
+    """The backbone architecture's own sequence-classification head (`BackboneAdapter.native_head`, built from the
+    backbone config with the exits' `num_labels`) under the name `head`, called like the other exit heads."""
+
+    def __init__(self, config: ExitFields, is_final: bool):
+        super().__init__()
+        # The backbone config's own labels are not the exits' (a plain checkpoint has the default two).
+        backbone_config = copy.copy(config.backbone_config)
+        backbone_config.id2label, backbone_config.label2id = config.id2label, config.label2id
+        self.head = config.backbone_adapter.native_head(backbone_config)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, shared_pooler: nn.Module | None = None):
+        return self.head(hidden_states, attention_mask)
+
+
+EXIT_HEADS: dict[str, Callable[[ExitFields, bool], nn.Module]] = {
     "pooler": lambda config, is_final: PooledExitHead(config, own_pooler=not is_final),
     "linear": lambda config, is_final: PooledExitHead(config, own_pooler=False),
     "attention": AttentionExitHead,
+    "native": NativeExitHead,
 }
 """Exit head factories by `config.exit_head`: `(config, is_final) -> module(hidden, mask, shared_pooler=) -> logits`;
 `mask` None means no padding (the early-exit loop passes None then, which saves a check per exit). The backbone's
@@ -168,7 +187,7 @@ class SkipGate(nn.Module):
     """SmartBERT skip gate (Hu et al., IJCAI 2023): `g = sigmoid(w^T Attn(tanh(W h))_[CLS] + b)` on a layer's input;
     `g >= r` means the layer is skipped."""
 
-    def __init__(self, config: MultiExitConfig):
+    def __init__(self, config: ExitFields):
         super().__init__()
         self.features = ClsAttention(config.hidden_size, config.gate_hidden_size, config.gate_num_heads, 0.0)
         self.score = nn.Linear(config.gate_hidden_size, 1)
@@ -192,14 +211,15 @@ class _GradientRescale(torch.autograd.Function):
 
 
 class MultiExitPreTrainedModel(PreTrainedModel):
-    config_class = MultiExitConfig
-    config: MultiExitConfig
-    base_model_prefix = "bert"
+    config_class = MultiExitModelConfig
+    config: MultiExitModelConfig
+    base_model_prefix = "multiexit"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    # ClsAttention reads its attention module's parameters directly, so it must sit whole on one device.
+    # ClsAttention reads its attention module's parameters directly, so it must sit whole on one device. (Stock
+    # backbones bring their own `_no_split_modules`.)
     _no_split_modules = ["BertEmbeddings", "BertLayer", "ClsAttention"]
     _skip_keys_device_placement = ["shared_pooler"]
     # The forward takes `**exit_kwargs`; without this, Trainer would pass `num_items_in_batch` into them.
@@ -208,8 +228,8 @@ class MultiExitPreTrainedModel(PreTrainedModel):
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:
         # transformers guesses from this file's source, where it finds `ClsAttention(nn.Module)` (the exit heads'
-        # own [CLS] attention) without the attention interface; the encoder layers are BertLayers, which use it, so
-        # `set_attn_implementation` can switch them.
+        # own [CLS] attention) without the attention interface; the encoder layers are the stock backbone's, which
+        # use it, so `set_attn_implementation` can switch them.
         return True
 
     def _initialize_weights(self, module, is_custom_code: bool = False):
@@ -223,14 +243,16 @@ class MultiExitPreTrainedModel(PreTrainedModel):
         if isinstance(module, BertEmbeddings):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
             init.zeros_(module.token_type_ids)
-        elif isinstance(module, MultiExitBertModel) and module.pooler is not None:
-            # Runs after the children (and after loading): exit poolers missing from the checkpoint start as copies
-            # of the pretrained pooler, as DeeBERT and RomeBERT initialise them. `init.copy_` skips loaded weights.
-            for head in module.exits:
-                own = getattr(head, "pooler", None)
-                if own is not None:
-                    init.copy_(own.dense.weight, module.pooler.dense.weight)
-                    init.copy_(own.dense.bias, module.pooler.dense.bias)
+        elif isinstance(module, MultiExitModel) and module.shared_pooler() is not None:
+            # Runs after the children (and after loading): exit poolers missing from the checkpoint (the "pooler"
+            # style's, and BERT's native heads', which `BertForSequenceClassification` keeps as `bert.pooler`) start as
+            # copies of the pretrained pooler, as DeeBERT and RomeBERT initialise them. `init.copy_` skips loaded
+            # weights.
+            pretrained = module.shared_pooler()
+            for head in module.exits.modules():
+                if head is not pretrained and type(head) is type(pretrained):
+                    for name, parameter in head.named_parameters():
+                        init.copy_(parameter, pretrained.get_parameter(name))
 
     def compile_segments(self, **compile_kwargs) -> None:
         """Compiles in place, with `torch.compile`, the parts of the network that have no data-dependent control
@@ -243,7 +265,8 @@ class MultiExitPreTrainedModel(PreTrainedModel):
         (`backend=`, `mode=`, ...)."""
         compile_kwargs.setdefault("dynamic", True)
         base = self.base_model
-        for module in (*base.encoder.layer, *base.exits, *(base.skip_gates or ())):
+        layers = {id(layer): layer for layer in base.layer_modules()}.values()  # ALBERT's steps share layers
+        for module in (*layers, *base.exits, *(base.skip_gates or ())):
             module.compile(**compile_kwargs)
 
     # ----- exit configuration: stored on the model, saved as exit_config.json (like generation_config) -----
@@ -264,11 +287,12 @@ class MultiExitPreTrainedModel(PreTrainedModel):
         without hf-multiexit installed (the modeling files are copied beside the weights), and a `custom_pipelines`
         entry so that `pipeline("text-classification", ..., trust_remote_code=True)` takes exit arguments per call."""
         modeling = __name__.rsplit(".", 1)[-1]
-        configuration = MultiExitConfig.__module__.rsplit(".", 1)[-1]
+        configuration = self.config_class.__module__.rsplit(".", 1)[-1]
+        base_class, classifier_class = AUTO_FAMILIES[self.config_class]
         self.config.auto_map = {
-            "AutoConfig": f"{configuration}.MultiExitConfig",
-            "AutoModel": f"{modeling}.MultiExitBertModel",
-            "AutoModelForSequenceClassification": f"{modeling}.MultiExitBertForSequenceClassification",
+            "AutoConfig": f"{configuration}.{self.config_class.__name__}",
+            "AutoModel": f"{modeling}.{base_class.__name__}",
+            "AutoModelForSequenceClassification": f"{modeling}.{classifier_class.__name__}",
         }
         self.config.custom_pipelines = {
             "text-classification": {
@@ -277,21 +301,76 @@ class MultiExitPreTrainedModel(PreTrainedModel):
                 "type": "text",
             }
         }
+        # Saved under the model's own parameter names: the stock key mapping that loaded a stock checkpoint
+        # (`stock_key_mapping`) is not reverted into them.
+        kwargs.setdefault("save_original_format", False)
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             self.exit_config.save_pretrained(save_directory)
         return result
 
     @classmethod
+    def stock_key_mapping(cls, config: ExitFields) -> dict[str, str]:
+        """`key_mapping` (regex -> replacement, transformers' loading renames) from a stock checkpoint of the
+        backbone (`<Arch>Model`, or `<Arch>For...` with the base model under `adapter.base_model_prefix`) to this
+        model's names. Base-model keys go where this model holds the backbone (`backbone_prefix`), the stock
+        sequence-classification head into the final exit where that exit is the same head: the "native" style
+        (the adapter's `head_key_map`), or BERT's "pooler"/"linear" final exit (the pretrained pooler and a
+        classifier, as `BertForSequenceClassification`). Other heads' keys (MLM heads, ...) are left unexpected.
+        transformers adds this class's `base_model_prefix` where the keys need it."""
+        adapter = config.backbone_adapter
+        stock_prefix = adapter.base_model_prefix + "."
+        final = f"exits.{config.num_exits - 1}."
+        if config.exit_head == "native":
+            # The backbone keeps BERT's pretrained pooler itself; the native heads' poolers are copied from it.
+            held = stock_prefix + "pooler." if adapter.has_pooler else None
+            heads = {stock: f"{final}head.{native}" for stock, native in adapter.head_key_map.items() if stock != held}
+        elif config.exit_head in POOLER_STYLES:
+            heads = {"classifier.": f"{final}classifier."}
+        else:
+            heads = {}
+        mapping = {"^" + re.escape(stock): target for stock, target in heads.items()}
+        # Every other key (not a head's, not already renamed to an exit) belongs to the backbone.
+        others = "|".join(re.escape(stock) for stock in (*heads, "exits."))
+        mapping[f"^(?:{re.escape(stock_prefix)})?(?!{others})"] = config.backbone_prefix
+        return mapping
+
+    @classmethod
+    def _config_of_stock_checkpoint(cls, pretrained_model_name_or_path, hub_kwargs: dict, kwargs: dict) -> None:
+        """For a stock backbone checkpoint (its `config.json` has the backbone's `model_type`), loads this class's
+        config from it first (moving the config keyword arguments out of `kwargs`), since the key mapping depends
+        on it (`exit_head`, the number of exits), and puts `config` and `key_mapping` into `kwargs`."""
+        if kwargs.get("config") is not None:
+            return
+        config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+        if config_dict.get("model_type") == cls.config_class.model_type:
+            return
+        # `dtype` is a config field too, but for from_pretrained it is the model's loading precision.
+        fields = ({field.name for field in dataclasses.fields(cls.config_class)} | {"num_labels"}) - {"dtype"}
+        config_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
+        config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs, **config_kwargs)
+        kwargs["config"] = config
+        kwargs.setdefault("key_mapping", cls.stock_key_mapping(config))
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, exit_config: ExitConfig | None = None, **kwargs):
         """`PreTrainedModel.from_pretrained`, plus the checkpoint's `exit_config.json` (defaults when absent, e.g.
         for a plain BERT checkpoint) unless `exit_config` is given.
 
+        A stock checkpoint of a supported backbone loads with `stock_key_mapping` (`num_labels=` and the exit options
+        as keyword arguments); any other `model_type` is a `ValueError` naming it and the supported ones. Backbone
+        weights missing from the checkpoint are a `ValueError` naming them: the backbone is never silently random.
+
         A `.safetensors` file of a local folder that is cut short or damaged raises `OSError` naming the file, where
         safetensors' own error names none. The check lives here, in the file that travels with checkpoints, so that
         loading with `trust_remote_code=True` reports it too."""
+        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
+        output_loading_info = kwargs.pop("output_loading_info", False)
         try:
-            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            cls._config_of_stock_checkpoint(pretrained_model_name_or_path, hub_kwargs, kwargs)
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
         except Exception as err:
             # Looked at only after a failure, so a good checkpoint pays nothing. A safetensors file is the header's
             # length (8 bytes), the JSON header, then the tensors, the last of which ends at the end of the file.
@@ -321,17 +400,25 @@ class MultiExitPreTrainedModel(PreTrainedModel):
                         "save it again, or download it again (from the Hub: from_pretrained(..., force_download=True))."
                     ) from err
             raise
-        loaded = model[0] if isinstance(model, tuple) else model
+        outer = "" if model.base_model is model else model.base_model_prefix + "."
+        backbone = tuple(f"{outer}{name}." for name in model.base_model.backbone_module_names())
+        missing = [key for key in loading_info["missing_keys"] if key.startswith(backbone)]
+        if missing:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} does not hold all backbone weights of a "
+                f"{model.config.backbone_config.model_type!r} model: {len(missing)} missing, e.g. {missing[:5]}; "
+                "the backbone would be random. Is it a checkpoint of that architecture?"
+            )
         if exit_config is None:
-            hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
             exit_config = ExitConfig.from_pretrained_or_default(pretrained_model_name_or_path, **hub_kwargs)
-        loaded.exit_config = exit_config
-        return model
+        model.exit_config = exit_config
+        return (model, loading_info) if output_loading_info else model
 
 
-class MultiExitBertModel(MultiExitPreTrainedModel):
-    r"""The multi-exit network: BERT embeddings and layers, one exit head per exit layer, optional skip gates, and
-    the exit loop.
+class MultiExitModel(MultiExitPreTrainedModel):
+    r"""The multi-exit network: a stock encoder (`config.backbone_config`, built and run layer by layer by its
+    adapter from `backbones.py`, held under the adapter's `base_model_prefix` so that stock checkpoints load by their
+    names), one exit head per exit layer, optional skip gates, and the exit loop.
 
     In train mode (or with `output_all_exits=True`) every layer and every exit runs. In eval mode the exit
     strategy decides per sample; samples that leave are removed from the batch (compaction), together with their
@@ -339,11 +426,10 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
     layer follows the samples still running at any batch size.
     """
 
-    def __init__(self, config: MultiExitConfig):
+    def __init__(self, config: ExitFields):
         super().__init__(config)
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = BertEncoder(config)
-        self.pooler = BertPooler(config) if config.exit_head in ("pooler", "linear") else None
+        self.adapter: BackboneAdapter = config.backbone_adapter
+        self.build_backbone(config)
         make_head = EXIT_HEADS[config.exit_head]
         self.exits = nn.ModuleList(
             make_head(config, layer == config.num_hidden_layers) for layer in config.exit_layers
@@ -355,15 +441,41 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         self._exit_config = ExitConfig()
         self.post_init()
 
+    def build_backbone(self, config: ExitFields) -> None:
+        """Adds the stock base model under the adapter's `base_model_prefix` (`config.backbone_prefix`)."""
+        self.add_module(self.adapter.base_model_prefix, self.adapter.build(config.backbone_config))
+
+    @property
+    def backbone(self) -> nn.Module:
+        """What the adapter drives: a module with the stock base model's submodules and its `config`."""
+        return getattr(self, self.adapter.base_model_prefix)
+
+    def backbone_module_names(self) -> list[str]:
+        """Names of this model's children that are the backbone (all of whose weights a checkpoint must hold)."""
+        return [self.adapter.base_model_prefix]
+
+    def shared_pooler(self) -> nn.Module | None:
+        """The backbone's pretrained pooler, read by the "pooler"/"linear" exit heads; None where there is none."""
+        return self.adapter.pooler(self.backbone)
+
+    def layer_modules(self) -> list[nn.Module]:
+        """The module each layer step applies (ALBERT's steps share them): what LoRA, RomeBERT and compilation
+        address."""
+        return [self.adapter.layer_module(self.backbone, index) for index in range(self.config.num_hidden_layers)]
+
     def get_input_embeddings(self):
-        return self.embeddings.word_embeddings
+        return self.backbone.get_input_embeddings()
 
     def set_input_embeddings(self, value):
-        self.embeddings.word_embeddings = value
+        self.backbone.set_input_embeddings(value)
 
     def exit_logits(self, layer: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits of the exit after 1-based `layer`; `attention_mask` None means no padding."""
-        return self.exits[self._exit_index[layer]](hidden_states, attention_mask, shared_pooler=self.pooler)
+        """Logits of the exit after 1-based `layer`; `attention_mask` None means no padding. Every exit reads the
+        state after the backbone's final step (`adapter.final`: ModernBERT's final norm, identity elsewhere), since
+        the stock heads of pre-norm encoders have only ever seen normed states; the residual stream the next layer
+        reads stays as it is."""
+        hidden_states = self.adapter.final(self.backbone, hidden_states)
+        return self.exits[self._exit_index[layer]](hidden_states, attention_mask, shared_pooler=self.shared_pooler())
 
     def resolve_exit_config(self, exit_config: ExitConfig | None, exit_kwargs: dict) -> ExitConfig:
         """`exit_config` (default: `self.exit_config`) with the call's keyword arguments applied and validated."""
@@ -387,7 +499,8 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
     ) -> MultiExitModelOutput:
         r"""
         Args:
-            input_ids, attention_mask, token_type_ids: as for `BertModel`.
+            input_ids, attention_mask, token_type_ids: as for the backbone's stock model (`token_type_ids` are
+                ignored by backbones without segments).
             exit_config: an `ExitConfig` replacing `self.exit_config` for this call.
             output_all_exits: run every layer and return `all_logits` (always so in train mode).
             output_hidden_states: also return every layer's output (all-exits mode only).
@@ -403,7 +516,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         strategy = build_exit_strategy(config, self.config)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden_states = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        hidden_states = self.adapter.embed(self.backbone, input_ids, token_type_ids, attention_mask)
         if self.training or output_all_exits:
             gate_mode = self.config.gate_mode if gate_mode is None else gate_mode
             if gate_mode not in ("soft", "hard", "off"):
@@ -431,12 +544,13 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         """Every layer and exit; `gate_mode` None runs without gates. With gates, the intermediate exits read the
         layer's own output `Layer_i(h_{i-1})`, which is what they see at inference, where an exit is checked only
         for samples that ran its layer (SmartBERT trains its exits so); the final classifier reads the gated state."""
-        extended_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+        backbone, adapter = self.backbone, self.adapter
+        layer_context = adapter.layer_context(backbone, hidden_states, attention_mask)
         use_gates = gate_mode is not None
         all_logits, gate_probs, states, raw_outputs = [], [], [hidden_states], []
         layers_run = torch.zeros(hidden_states.shape[0], dtype=torch.long, device=hidden_states.device)
-        for index, layer_module in enumerate(self.encoder.layer):
-            layer_output = layer_module(hidden_states, extended_mask)
+        for index in range(self.config.num_hidden_layers):
+            layer_output = adapter.run_layer(backbone, index, hidden_states, layer_context)
             if use_gates:
                 gate, weight = self._gate_weight(index, hidden_states, attention_mask, gate_mode)
                 gate_probs.append(gate)
@@ -462,6 +576,8 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
                 hidden_states = _GradientRescale.apply(hidden_states, float(exits_left - 1))
             else:
                 all_logits.append(self.exit_logits(index + 1, hidden_states, attention_mask))
+        if output_hidden_states:
+            states[-1] = adapter.final(backbone, states[-1])
         return MultiExitModelOutput(
             logits=all_logits[-1],
             exit_layers=torch.full_like(layers_run, self.config.num_hidden_layers),
@@ -500,25 +616,26 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         exit_checks = torch.zeros(batch_size, dtype=torch.long, device=home) if gate_threshold is not None else None
         active = torch.arange(batch_size, device=home)  # original index of each sample still in the batch
         state = strategy.init_state(batch_size, home)
+        backbone, adapter = self.backbone, self.adapter
         hidden_states, attention_mask, padded = self._compact(hidden_states, attention_mask)
-        layer_mask, head_mask = self._masks(hidden_states, attention_mask, padded)
-        for index, layer_module in enumerate(self.encoder.layer):
+        layer_context, head_mask = self._context(hidden_states, attention_mask, padded)
+        for index in range(num_layers):
             layer = index + 1
             rows = None  # None: every active sample runs this layer; else the indices of those that do
             subset = None  # with rows: their layer output and head mask, trimmed to their own longest length
             if gate_threshold is None:
-                hidden_states = layer_module(hidden_states, layer_mask)
+                hidden_states = adapter.run_layer(backbone, index, hidden_states, layer_context)
             else:
                 ran = self.skip_gates[index](hidden_states, head_mask).to(home) < gate_threshold
                 rows = ran.nonzero().squeeze(1)
                 if rows.numel() == ran.numel():
                     rows = None
-                    hidden_states = layer_module(hidden_states, layer_mask)
+                    hidden_states = adapter.run_layer(backbone, index, hidden_states, layer_context)
                 elif rows.numel():
                     # The samples that run the layer pay for their own longest length, not the batch's.
                     states, mask, padded_rows = self._compact(hidden_states, attention_mask, rows)
-                    sub_layer_mask, sub_head_mask = self._masks(states, mask, padded_rows)
-                    states = layer_module(states, sub_layer_mask)
+                    sub_context, sub_head_mask = self._context(states, mask, padded_rows)
+                    states = adapter.run_layer(backbone, index, states, sub_context)
                     subset = (states, sub_head_mask)
                     padding = hidden_states.shape[1] - states.shape[1]
                     hidden_states = hidden_states.to(states.device).index_copy(
@@ -560,7 +677,7 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
                 break
             active, state = active[staying], {key: value[staying] for key, value in state.items()}
             hidden_states, attention_mask, padded = self._compact(hidden_states, attention_mask, staying)
-            layer_mask, head_mask = self._masks(hidden_states, attention_mask, padded)
+            layer_context, head_mask = self._context(hidden_states, attention_mask, padded)
         if exit_checks is None:
             # The checked exits at or below each sample's exit, counted on the device: a table copied from the host
             # would be one more synchronisation.
@@ -573,18 +690,13 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
             exit_checks=exit_checks,
         )
 
-    def _masks(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, padded: bool):
-        """`(layer_mask, head_mask)` for a batch: both None without padding (SDPA then picks its fastest kernel);
-        else the layers' mask for `config._attn_implementation` from transformers' `create_bidirectional_mask`
-        (additive float for eager, boolean for SDPA, a block mask for flex attention) and the 2D mask for the exit
-        heads. `padded` comes from the padding cut's synchronisation, so the utility's own all-ones test (another
-        synchronisation) is switched off."""
-        if not padded:
-            return None, None
-        layer_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask, allow_is_bidirectional_skip=False
-        )
-        return layer_mask, attention_mask
+    def _context(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, padded: bool):
+        """`(layer_context, head_mask)` for a batch: the adapter's `layer_context` (the layers' mask for the
+        configured attention implementation, from transformers' mask utilities, plus any per-layer extras) and the
+        2D mask for the exit heads. Without padding both get no mask (None: SDPA then picks its fastest kernel).
+        `padded` comes from the padding cut's synchronisation, so no other test for padding is needed."""
+        mask = attention_mask if padded else None
+        return self.adapter.layer_context(self.backbone, hidden_states, mask), mask
 
     @staticmethod
     def _compact(hidden_states: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor | None = None):
@@ -604,6 +716,38 @@ class MultiExitBertModel(MultiExitPreTrainedModel):
         else:
             hidden_states = hidden_states[:, :length].index_select(0, rows.to(hidden_states.device))
         return hidden_states, mask[:, :length].contiguous(), shortest < length
+
+class MultiExitBertModel(MultiExitModel):
+    r"""[`MultiExitModel`] for BERT with [`MultiExitConfig`], its BERT modules held flat (`embeddings`, `encoder`,
+    `pooler`), as checkpoints saved by earlier versions (`model_type` `multiexit_bert`) name them. The pooler is
+    built only for the "pooler"/"linear" exit heads (and "native", whose heads start from it)."""
+
+    config_class = MultiExitConfig
+    config: MultiExitConfig
+    base_model_prefix = "bert"
+
+    def build_backbone(self, config: MultiExitConfig) -> None:
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if config.exit_head in (*POOLER_STYLES, "native") else None
+
+    @property
+    def backbone(self) -> nn.Module:
+        """This model itself: it holds BERT's modules, and its config is a `BertConfig`."""
+        return self
+
+    def backbone_module_names(self) -> list[str]:
+        return ["embeddings", "encoder"] + (["pooler"] if self.pooler is not None else [])
+
+    def shared_pooler(self) -> nn.Module | None:
+        return self.pooler
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
 
 def exit_loss(
     logits: torch.Tensor, labels: torch.Tensor, problem_type: str, num_labels: int, reduction: str = "mean"
@@ -631,21 +775,24 @@ def check_labels(labels: torch.Tensor, problem_type: str, num_labels: int) -> No
         raise ValueError(f"labels contain NaN; {problem_type} labels must be finite numbers.")
 
 
-class MultiExitBertForSequenceClassification(MultiExitPreTrainedModel):
-    r"""[`MultiExitBertModel`] with labels, loss and `problem_type` (single-label, multi-label, regression).
+class MultiExitModelForSequenceClassification(MultiExitPreTrainedModel):
+    r"""[`MultiExitModel`] with labels, loss and `problem_type` (single-label, multi-label, regression).
 
-    `from_pretrained(<plain BERT folder>, num_labels=N, exit_head=..., exit_layers=...)` loads the backbone
-    weights (and pooler) and initialises the exits.
+    `from_pretrained(<stock checkpoint of a supported backbone>, num_labels=N, exit_head=..., exit_layers=...)`
+    loads the backbone weights (and pooler) and initialises the exits; from a fine-tuned
+    `<Arch>ForSequenceClassification` its head becomes the final exit (see `stock_key_mapping`).
 
     Loss: in train mode the joint loss `sum_j w_j * loss(z_j, y)` over the exits with `config.exit_loss_weights`
     (default PABEE's `w_j = j / sum_k k`, Zhou et al. 2020); the method trainers replace it by their objectives.
     In eval mode the final exit's loss, so `Trainer.evaluate` reports the full-depth loss.
     """
 
-    def __init__(self, config: MultiExitConfig):
+    base_model_class = MultiExitModel
+
+    def __init__(self, config: ExitFields):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.bert = MultiExitBertModel(config)
+        self.add_module(self.base_model_prefix, self.base_model_class(config))
         self.post_init()
 
     def forward(
@@ -662,14 +809,14 @@ class MultiExitBertForSequenceClassification(MultiExitPreTrainedModel):
         gate_mode: str | None = None,
         **exit_kwargs,
     ) -> MultiExitSequenceClassifierOutput:
-        r"""As [`MultiExitBertModel.forward`], plus `labels` (`(B,)` class ids, `(B, C)` multi-hot, or `(B,)` floats
+        r"""As [`MultiExitModel.forward`], plus `labels` (`(B,)` class ids, `(B, C)` multi-hot, or `(B,)` floats
         for regression). Labels need the final exit, so with labels every layer and exit runs (as with
         `output_all_exits=True`) and `logits` are the final exit's: `Trainer.evaluate` then sees all exits."""
         problem_type = resolve_problem_type(self.config)
         if labels is not None:
             check_labels(labels, problem_type, self.num_labels)
         want_all = output_all_exits or (labels is not None)
-        outputs = self.bert(
+        outputs = self.base_model(
             input_ids,
             attention_mask,
             token_type_ids,
@@ -692,6 +839,16 @@ class MultiExitBertForSequenceClassification(MultiExitPreTrainedModel):
             else:
                 loss = exit_loss(outputs.all_logits[-1], labels, problem_type, self.num_labels)
         return MultiExitSequenceClassifierOutput(loss=loss, **outputs)
+
+
+class MultiExitBertForSequenceClassification(MultiExitModelForSequenceClassification):
+    r"""[`MultiExitModelForSequenceClassification`] over [`MultiExitBertModel`] (held as `bert`), for BERT
+    checkpoints with [`MultiExitConfig`] (`model_type` `multiexit_bert`) and plain BERT checkpoints."""
+
+    config_class = MultiExitConfig
+    config: MultiExitConfig
+    base_model_prefix = "bert"
+    base_model_class = MultiExitBertModel
 
 
 class MultiExitTextClassificationPipeline(TextClassificationPipeline):
@@ -717,12 +874,22 @@ class MultiExitTextClassificationPipeline(TextClassificationPipeline):
         return result
 
 
-MultiExitBertModel.register_for_auto_class("AutoModel")
-MultiExitBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-MultiExitConfig.register_for_auto_class()
+AUTO_FAMILIES: dict[type[PreTrainedConfig], tuple[type[MultiExitModel], type[MultiExitModelForSequenceClassification]]] = {
+    MultiExitModelConfig: (MultiExitModel, MultiExitModelForSequenceClassification),
+    MultiExitConfig: (MultiExitBertModel, MultiExitBertForSequenceClassification),
+}
+"""Config class -> (AutoModel class, AutoModelForSequenceClassification class): the `auto_map` a save writes."""
+
+for _config_class, (_base_class, _classifier_class) in AUTO_FAMILIES.items():
+    _base_class.register_for_auto_class("AutoModel")
+    _classifier_class.register_for_auto_class("AutoModelForSequenceClassification")
+    _config_class.register_for_auto_class()
 
 __all__ = [
+    "AUTO_FAMILIES",
     "EXIT_HEADS",
+    "MultiExitModel",
+    "MultiExitModelForSequenceClassification",
     "exit_loss",
     "MultiExitBertForSequenceClassification",
     "MultiExitBertModel",
