@@ -605,7 +605,10 @@ def main(argv=None) -> int:
         model = MultiExitBertForSequenceClassification.from_pretrained(model_path)
         finetune_info = None
     else:
-        model = MultiExitBertForSequenceClassification.from_pretrained(model_path, num_labels=2, exit_head=args.exit_head)
+        # "cls" as when the recorded results were run (MiniLM's folder would now default to "mean").
+        model = MultiExitBertForSequenceClassification.from_pretrained(
+            model_path, num_labels=2, exit_head=args.exit_head, exit_pooling="cls"
+        )
         print(f"Fine-tuning {model_path} ({TRAIN_ROWS} SST-2 sentences, 1 epoch) ...", flush=True)
         finetune_info = finetune(model, tokenizer, train_rows)
         print(f"  done in {finetune_info['seconds']:.1f} s")

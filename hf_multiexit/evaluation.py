@@ -557,12 +557,12 @@ def run_evaluation(args: EvaluateArguments) -> dict:
 
     from .data import make_collator
     from .io import atomic_write_json
-    from .models.multiexit_bert import MultiExitBertForSequenceClassification, MultiExitConfig
+    from .models.multiexit_bert import AUTO_FAMILIES
 
     if os.path.isdir(args.model) and not os.path.exists(os.path.join(args.model, "config.json")):
         raise FileNotFoundError(f"--model={args.model!r} has no config.json: it is not a saved model folder.")
     config = AutoConfig.from_pretrained(args.model)
-    if config.model_type != MultiExitConfig.model_type:
+    if type(config) not in AUTO_FAMILIES:
         raise ValueError(
             f"--model {args.model!r} is a plain {config.model_type!r} checkpoint, not a multi-exit one: its exits were "
             "never trained (loading it gives them random weights), so a trade-off would measure noise. Train it first, "
@@ -570,7 +570,8 @@ def run_evaluation(args: EvaluateArguments) -> dict:
             "evaluate OUT."
         )
     args.check_sweep(config)
-    model = MultiExitBertForSequenceClassification.from_pretrained(args.model, config=config)
+    _, classifier_class = AUTO_FAMILIES[type(config)]
+    model = classifier_class.from_pretrained(args.model, config=config)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     data = load_evaluation_set(args, model, tokenizer)
     report = evaluate_tradeoff(

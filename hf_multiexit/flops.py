@@ -1,4 +1,4 @@
-"""Analytic inference FLOPs of a multi-exit BERT, per sample, from the work it actually did.
+"""Analytic inference FLOPs of a multi-exit model, per sample, from the work it actually did.
 
 The count is that of `torch.utils.flop_counter`: 2 FLOPs per multiply-add of every matrix product (linear layers,
 attention scores and attention-weighted values); element-wise work (softmax, GELU, LayerNorm, tanh, pooling sums)
@@ -6,29 +6,46 @@ and embedding look-ups are not counted. `tests/test_flops.py` checks the formula
 
 For a sample of `n` tokens, hidden size `H`, intermediate size `I`, `C` labels:
 
-- encoder layer: `2n·3H·H` (Q, K, V) + `2n·H·H` (output) + `4n²H` (QKᵀ and AV) + `4n·H·I` (feed-forward);
-- exit head, "pooler"/"linear": `2H·H + 2H·C` (pooler on one pooled vector, classifier);
+- encoder layer `i`: the backbone adapter's `layer_flops` (BERT: `2n·3H·H` (Q, K, V) + `2n·H·H` (output) + `4n²H`
+  (QKᵀ and AV) + `4n·H·I` (feed-forward); ALBERT, DeBERTa, ModernBERT, DistilBERT their own), plus the adapter's
+  `embed_flops` once (a projection of the embeddings where the model has one);
+- exit head, "pooler"/"linear", and "native" (every architecture's head is one H x H layer and a classifier on one
+  pooled vector): `2H·H + 2H·C`;
 - exit head, "attention" with width `d` (FastBERT/SmartBERT): `2n·H·d` (projection) + `2d·d` ([CLS] query)
   + `4n·d·d` (keys, values) + `4n·d` (attention of one query) + `2d·d` (attention output) + `2d·d + 2d·C`;
 - skip gate with width `g`: the same attention feature extractor with `g`, then `2g` (score).
 
-A sample's total is `layers_run · layer(n) + exit_checks · head(n) + gates_run · gate(n)`, with the counts that
-the early-exit forward returns (`layers_run`, `exit_checks`) and one gate per layer reached when the strategy uses
-the gates. Full depth (`exit_strategy="none"`) is `L · layer(n) + head(n)`: only the final classifier runs.
+A sample's total is `embed(n) + layers(layers_run, n) + exit_checks · head(n) + gates_run · gate(n)`, with the
+counts that the early-exit forward returns (`layers_run`, `exit_checks`) and one gate per layer reached when the
+strategy uses the gates; `layers(k, n)` sums the first `k` layers (exact without skip gates, which skip layers; with
+them the layers differ in cost only where the adapter says so, e.g. DeBERTa's convolution after layer 1). Full depth
+(`exit_strategy="none"`) is `embed(n) + layers(L, n) + head(n)`: only the final classifier runs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["attention_features_flops", "exit_head_flops", "full_depth_flops", "gate_flops", "layer_flops", "sample_flops"]
+__all__ = [
+    "attention_features_flops", "exit_head_flops", "full_depth_flops", "gate_flops", "layer_flops", "layers_flops",
+    "sample_flops",
+]
 
 
 def layer_flops(config, n: np.ndarray | int) -> np.ndarray:
-    """FLOPs of one BERT encoder layer on `n` tokens."""
-    n = np.asarray(n, dtype=np.float64)
-    hidden, inner = config.hidden_size, config.intermediate_size
-    return 8 * n * hidden * hidden + 4 * n * n * hidden + 4 * n * hidden * inner
+    """FLOPs of the first encoder layer on `n` tokens (every layer of BERT)."""
+    return layers_flops(config, 1, n)
+
+
+def layers_flops(config, layers, n) -> np.ndarray:
+    """FLOPs of the first `layers` encoder layers (an int, or an array with one count per sample) on `n` tokens
+    (an int or an array of the same shape), from the backbone adapter's per-layer counts."""
+    adapter, backbone = config.backbone_adapter, config.backbone_config
+    lengths = np.atleast_1d(np.asarray(n, dtype=np.float64))
+    per_layer = [np.broadcast_to(adapter.layer_flops(backbone, lengths, index), lengths.shape) for index in range(config.num_hidden_layers)]
+    cumulative = np.cumsum([np.zeros_like(lengths)] + per_layer, axis=0)
+    total = cumulative[np.broadcast_to(np.asarray(layers), lengths.shape), np.arange(lengths.size)]
+    return total if np.ndim(n) else total[0]
 
 
 def attention_features_flops(hidden: int, width: int, n: np.ndarray | int) -> np.ndarray:
@@ -56,7 +73,8 @@ def gate_flops(config, n: np.ndarray | int) -> np.ndarray:
 def sample_flops(config, lengths, layers_run, exit_checks, gates_run=None) -> np.ndarray:
     """Per-sample FLOPs `(N,)` from each sample's token count and the layers, exit heads and gates it ran."""
     lengths = np.asarray(lengths)
-    total = np.asarray(layers_run) * layer_flops(config, lengths) + np.asarray(exit_checks) * exit_head_flops(config, lengths)
+    embed = np.asarray(config.backbone_adapter.embed_flops(config.backbone_config, lengths.astype(np.float64)))
+    total = embed + layers_flops(config, layers_run, lengths) + np.asarray(exit_checks) * exit_head_flops(config, lengths)
     if gates_run is not None:
         total = total + np.asarray(gates_run) * gate_flops(config, lengths)
     return total

@@ -25,16 +25,17 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError
+from transformers import AutoConfig
 
 from .data import GLUE_TASKS, get_glue_task
 from .io import atomic_write_text, check_model_path
-from .models.multiexit_bert import EXIT_STRATEGIES, ExitConfig
+from .models.multiexit_bert import AUTO_FAMILIES, EXIT_STRATEGIES, ExitConfig
 from .models.multiexit_bert.exit_configuration import EXIT_CONFIG_NAME
 from .models.multiexit_bert.exit_strategies import REGRESSION, resolve_problem_type
 
 logger = logging.getLogger(__name__)
 
-MODEL_TYPE = "multiexit_bert"
+MODEL_TYPES = tuple(config_class.model_type for config_class in AUTO_FAMILIES)
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForSequenceClassification")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "added_tokens.json")
 EVAL_RESULTS_NAME = "eval_results.json"
@@ -106,12 +107,13 @@ def check_model_folder(model_dir: str | os.PathLike) -> dict[str, Any]:
     if not os.path.isfile(config_path):
         raise ValueError(f"{model_dir!r} is not a multi-exit model folder: it has no config.json; {fix}.")
     config = _read_json(config_path, fix)
-    if not isinstance(config, dict) or config.get("model_type") != MODEL_TYPE:
+    if not isinstance(config, dict) or config.get("model_type") not in MODEL_TYPES:
         found = config.get("model_type") if isinstance(config, dict) else None
         raise ValueError(
-            f"{model_dir!r} is not a multi-exit model folder: config.json has model_type={found!r}, expected "
-            f"{MODEL_TYPE!r}. Load it with MultiExitBertForSequenceClassification.from_pretrained({model_dir!r}, "
-            "num_labels=N), train it, and save_pretrained the result."
+            f"{model_dir!r} is not a multi-exit model folder: config.json has model_type={found!r}, expected one of "
+            f"{list(MODEL_TYPES)}. Load it with MultiExitBertForSequenceClassification.from_pretrained({model_dir!r}, "
+            "num_labels=N) (BERT; other backbones: MultiExitModelForSequenceClassification), train it, and "
+            "save_pretrained the result."
         )
     auto_map = config.get("auto_map") or {}
     missing = [name for name in AUTO_CLASSES if name not in auto_map]
@@ -303,7 +305,8 @@ def build_model_card(
     num_labels = config.get("num_labels", len(config.get("id2label") or {}))
     regression = resolve_problem_type(SimpleNamespace(problem_type=config.get("problem_type"), num_labels=num_labels)) == REGRESSION
     exit_rule = _exit_arguments(exit_config, regression)
-    num_layers = config["num_hidden_layers"]
+    # The backbone's layer count: a field of the flat BERT config, derived from the backbone's in the others.
+    num_layers = AutoConfig.from_pretrained(model_dir).num_hidden_layers
     exit_layers = config.get("exit_layers") or list(range(1, num_layers + 1))
     training = (eval_results or {}).get("config") or {}
     task = (report or {}).get("task") or training.get("task")

@@ -19,15 +19,17 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+from transformers import PreTrainedConfig
 
 from .io import atomic_save_pretrained
-from .models.multiexit_bert import ExitConfig, MultiExitBertForSequenceClassification, MultiExitConfig
+from .models.multiexit_bert import AUTO_FAMILIES, ExitConfig
 
-DEFAULT_TARGET_MODULES = ("query", "value")
 LORA_ADAPTER_DIR = "adapter"
 """Where `hf-multiexit train --lora_r` saves the adapter, inside `output_dir` (the merged model is `output_dir`)."""
 MULTIEXIT_CONFIG_NAME = "multiexit_config.json"
@@ -42,9 +44,26 @@ def exit_module_names(model) -> list[str]:
     names = [f"{prefix}exits.{i}" for i in range(len(network.exits))]
     if network.skip_gates is not None:
         names += [f"{prefix}skip_gates.{i}" for i in range(len(network.skip_gates))]
-    if network.pooler is not None:
-        names.append(f"{prefix}pooler")
+    pooler = network.shared_pooler()
+    if pooler is not None:
+        names += [name for name, module in model.named_modules() if module is pooler]
     return names
+
+
+def layer_projections(model) -> dict[str, list[str]]:
+    """The linear layers inside the encoder layers (`base_model.layer_modules()`, ALBERT's shared ones once), by the
+    name LoRA targets them with, to their full module names. A projection is named by its last name component
+    (`query`, `value_proj`, `Wqkv`) where that is unique within a layer, else by its path inside the layer with
+    sub-layer indices left out (BERT's `attention.output.dense`, `intermediate.dense`, `output.dense`)."""
+    module_names = {id(module): name for name, module in model.named_modules()}
+    kinds: dict[str, list[str]] = {}
+    for layer in {id(layer): layer for layer in model.base_model.layer_modules()}.values():
+        for inner, module in layer.named_modules():
+            if isinstance(module, nn.Linear):
+                kind = ".".join(part for part in inner.split(".") if not part.isdigit())
+                kinds.setdefault(kind, []).append(f"{module_names[id(layer)]}.{inner}")
+    last = Counter(kind.rsplit(".", 1)[-1] for kind in kinds)
+    return {kind if last[kind.rsplit(".", 1)[-1]] > 1 else kind.rsplit(".", 1)[-1]: names for kind, names in kinds.items()}
 
 
 def add_lora(
@@ -52,36 +71,39 @@ def add_lora(
     r: int = 8,
     alpha: float | None = None,
     dropout: float = 0.0,
-    target_modules: Sequence[str] = DEFAULT_TARGET_MODULES,
+    target_modules: Sequence[str] | None = None,
 ) -> PeftModel:
-    """Wraps a multi-exit model in a `PeftModel` with rank-`r` LoRA on the encoder layers' `target_modules`
-    (`query`, `key`, `value`, `attention.output.dense`, `intermediate.dense`, `output.dense`) and the exit heads,
-    skip gates and shared pooler trained in full. `alpha` defaults to `2 r`."""
+    """Wraps a multi-exit model in a `PeftModel` with rank-`r` LoRA on the encoder layers' `target_modules` (names
+    from `layer_projections`, e.g. BERT's `query`, `key`, `value`, `attention.output.dense`, `intermediate.dense`,
+    `output.dense`; default: the backbone adapter's attention query and value projections, as in Hu et al.) and the
+    exit heads, skip gates and shared pooler trained in full. `alpha` defaults to `2 r`."""
     if not isinstance(r, int) or isinstance(r, bool) or r < 1:
         raise ValueError(f"LoRA rank r={r!r} must be a positive integer.")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"LoRA dropout={dropout} must lie in [0, 1).")
-    known = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+    config = model.config
+    if target_modules is None:
+        target_modules = config.backbone_adapter.lora_target_modules(config.backbone_config)
+    known = layer_projections(model)
     unknown = [name for name in target_modules if name not in known]
     if unknown or not target_modules:
         raise ValueError(f"LoRA target_modules={list(target_modules)} must be a non-empty subset of {list(known)}.")
-    # A regex so that only encoder layers match: exit heads have `dense` layers of their own.
-    names = "|".join(name.replace(".", r"\.") for name in target_modules)
-    config = LoraConfig(
+    # Full module names, so that only encoder layers match: exit heads have `dense` layers of their own.
+    lora_config = LoraConfig(
         r=r,
         lora_alpha=2 * r if alpha is None else alpha,
         lora_dropout=dropout,
-        target_modules=rf".*encoder\.layer\.\d+\.(?:attention\.self\.)?(?:{names})",
+        target_modules=[name for target in target_modules for name in known[target]],
         modules_to_save=exit_module_names(model),
     )
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config)
 
 
 @dataclass
 class _MultiExitSettings:
     """What `load_lora` needs beside the adapter: the base model's multi-exit config and its exit rule."""
 
-    config: MultiExitConfig
+    config: PreTrainedConfig
     exit_config: ExitConfig
 
     def save_pretrained(self, folder: str) -> None:
@@ -111,8 +133,11 @@ def load_lora(directory: str | os.PathLike, base_model_name_or_path: str | None 
         raise ValueError(f"{directory} has no {MULTIEXIT_CONFIG_NAME}; it is not an adapter saved by save_lora().")
     with open(os.path.join(directory, "adapter_config.json"), encoding="utf-8") as f:
         base_path = base_model_name_or_path or json.load(f)["base_model_name_or_path"]
-    config = MultiExitConfig.from_json_file(config_path)
-    base = MultiExitBertForSequenceClassification.from_pretrained(
-        base_path, config=config, exit_config=ExitConfig.from_pretrained(directory)
+    with open(config_path, encoding="utf-8") as f:
+        model_type = json.load(f)["model_type"]
+    config_class = next(config_class for config_class in AUTO_FAMILIES if config_class.model_type == model_type)
+    _, classifier_class = AUTO_FAMILIES[config_class]
+    base = classifier_class.from_pretrained(
+        base_path, config=config_class.from_json_file(config_path), exit_config=ExitConfig.from_pretrained(directory)
     )
     return PeftModel.from_pretrained(base, directory, is_trainable=is_trainable)

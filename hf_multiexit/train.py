@@ -15,9 +15,11 @@ from transformers import AutoConfig, AutoTokenizer
 
 from .data import get_glue_task, load_glue, load_text_files, make_collator
 from .io import atomic_save_pretrained, atomic_write_json, check_model_path
-from .lora import DEFAULT_TARGET_MODULES, LORA_ADAPTER_DIR, add_lora, merged_copy, save_lora
+from .lora import LORA_ADAPTER_DIR, add_lora, merged_copy, save_lora
 from .metrics import primary_metric
-from .models.multiexit_bert import EXIT_HEAD_STYLES, MultiExitBertForSequenceClassification
+from .models import multiexit_config_class
+from .models.multiexit_bert import AUTO_FAMILIES, EXIT_HEAD_STYLES
+from .models.multiexit_bert.configuration_multiexit_bert import POOLER_STYLES
 from .trainers import MultiExitTrainingArguments, get_method, seed_run
 
 DEFAULT_EXIT_HEADS = {"pabee": "linear", "leebert": "linear", "smartbert": "attention"}
@@ -49,10 +51,11 @@ class ModelArguments:
     )
     lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scaling alpha (default: 2 * lora_r)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA path."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: list(DEFAULT_TARGET_MODULES),
-        metadata={"help": "Encoder modules with LoRA adapters: query, key, value, attention.output.dense, "
-                  "intermediate.dense, output.dense."},
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Encoder modules with LoRA adapters (default: the attention query and value projections "
+                  "of the backbone), e.g. for BERT query, key, value, attention.output.dense, intermediate.dense, "
+                  "output.dense."},
     )
 
     def __post_init__(self):
@@ -136,13 +139,20 @@ def build_model(model_args: ModelArguments, method: str, label_names: list[str] 
     if label_names:
         options["id2label"] = dict(enumerate(label_names))
         options["label2id"] = {name: i for i, name in enumerate(label_names)}
-    options["exit_head"] = model_args.exit_head or DEFAULT_EXIT_HEADS.get(method, "pooler")
+    config_class = multiexit_config_class(model_args.model_name_or_path)
+    exit_head = model_args.exit_head or DEFAULT_EXIT_HEADS.get(method, "pooler")
+    if model_args.exit_head is None and exit_head in POOLER_STYLES:
+        # The method's own style reads a pooler; backbones without one get their config's default ("native").
+        backbone = config_class.from_pretrained(model_args.model_name_or_path).backbone_adapter
+        exit_head = exit_head if backbone.has_pooler else None
+    options["exit_head"] = exit_head
     if model_args.exit_layers is not None:
         options["exit_layers"] = model_args.exit_layers
     options["exit_pooling"] = model_args.exit_pooling
     options.update(METHOD_MODEL_OPTIONS.get(method, {}))
+    _, classifier_class = AUTO_FAMILIES[config_class]
     try:
-        model = MultiExitBertForSequenceClassification.from_pretrained(model_args.model_name_or_path, **options)
+        model = classifier_class.from_pretrained(model_args.model_name_or_path, **options)
     except SafetensorError as err:
         raise ValueError(
             f"The weights of {model_args.model_name_or_path} cannot be read ({err}): a .safetensors file there is "

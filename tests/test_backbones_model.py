@@ -150,3 +150,123 @@ def test_plain_bert_loads_without_model_type_warning(tmp_path, caplog):
         MultiExitModelForSequenceClassification.from_pretrained(folder, num_labels=2)
     assert "to instantiate a model of type" not in caplog.text
     assert isinstance(AutoConfig.from_pretrained(folder), BertConfig)
+
+
+# ---------------------------------------------------------------- training, LoRA and FLOPs on every architecture
+
+ARCHITECTURES = [name for name in CASES if name == CASES[name][0]]  # one case per model_type, deberta-v2 as v2
+TRAIN_VOCAB = 100  # the toy task's token ids are below 99
+
+
+def toy_backbone_model(tmp_path, name: str, **options) -> MultiExitModelForSequenceClassification:
+    """A 2-label multi-exit model on a tiny stock checkpoint of case `name` (stock initialisation), no dropout."""
+    config = make_config(name, "eager")
+    config.vocab_size = TRAIN_VOCAB
+    folder = tmp_path / f"{name}-stock"
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    return MultiExitModelForSequenceClassification.from_pretrained(folder, num_labels=2, **options)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("method", ["curriculum", "deebert", "leebert", "pabee", "romebert", "smartbert"])
+def test_every_method_trains_every_architecture(tmp_path, name, method):
+    from test_trainers import ToyTask, toy_args
+    from toy_training import MODEL_OPTIONS
+
+    from hf_multiexit.trainers import METHODS, get_method
+
+    assert sorted(METHODS) == ["curriculum", "deebert", "leebert", "pabee", "romebert", "smartbert"]
+    config_class, trainer_class = get_method(method)
+    model = toy_backbone_model(tmp_path, name, **MODEL_OPTIONS.get(method, {}))
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    args = toy_args(config_class, tmp_path, max_steps=4, per_device_train_batch_size=8, learning_rate=1e-2)
+    trainer = trainer_class(model=model, args=args, train_dataset=ToyTask(32), eval_dataset=ToyTask(16, seed=1))
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    changed = {key for key, value in model.state_dict().items() if not torch.equal(value, before[key])}
+    assert any(key.startswith("multiexit.exits.0.") for key in changed), method
+    metrics = trainer.evaluate()
+    assert f"eval_exit_{model.config.num_hidden_layers}_accuracy" in metrics
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_lora_wraps_every_architecture(tmp_path, name):
+    from hf_multiexit.lora import add_lora, layer_projections
+
+    model = toy_backbone_model(tmp_path, name)
+    adapter = model.config.backbone_adapter
+    targets = adapter.lora_target_modules(model.config.backbone_config)
+    expected = {full for target in targets for full in layer_projections(model)[target]}
+    peft_model = add_lora(model, r=2)
+    wrapped = {name.removeprefix("base_model.model.") for name, module in peft_model.named_modules() if hasattr(module, "lora_A")}
+    assert wrapped == expected and expected
+    assert all(".exits." not in name for name in wrapped)
+    trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
+    assert any("lora_A" in name for name in trainable) and any(".exits.0.modules_to_save." in name for name in trainable)
+    assert not any(".exits." not in name and "lora_" not in name and "modules_to_save" not in name for name in trainable)
+    batch = make_batch(model.config.backbone_config, lengths=(8, 5))
+    batch["input_ids"] = batch["input_ids"] % TRAIN_VOCAB
+    loss = peft_model(**batch, labels=torch.tensor([0, 1])).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_flops_count_the_work_the_flop_counter_sees(tmp_path, name):
+    """Full-depth FLOPs from `hf_multiexit.flops` equal `torch.utils.flop_counter`'s count of the model's forward
+    at batch 1 (embeddings, every layer, the final native head), within 1% (the counter also sees the rotary
+    frequencies' products that the formula leaves out). With gradients on: the counter's module hooks fail on
+    DeBERTa's layers under `no_grad`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hf_multiexit.flops import full_depth_flops
+
+    folder, stock = stock_folder(tmp_path, name)
+    model = MultiExitModelForSequenceClassification.from_pretrained(
+        folder, num_labels=3, exit_head="native", attn_implementation="eager"
+    ).eval()
+    batch = {key: value[:1, :9] for key, value in make_batch(stock.config, lengths=(9,)).items()}
+    with FlopCounterMode(display=False) as counter:
+        model(**batch, exit_strategy="none")
+    assert abs(float(full_depth_flops(model.config, [9])[0]) - counter.get_total_flops()) <= 0.01 * counter.get_total_flops()
+
+
+@pytest.mark.parametrize("name", ["roberta", "modernbert"])
+def test_deebert_second_stage_adds_exits_to_a_fine_tuned_classifier(tmp_path, name):
+    """`skip_first_stage`: only the intermediate exits train; the model keeps the fine-tuned checkpoint's logits at
+    full depth."""
+    from test_trainers import ToyTask, toy_args
+
+    from hf_multiexit import DeeBertConfig, DeeBertTrainer
+
+    config = make_config(name, "eager")
+    config.vocab_size, config.num_labels = TRAIN_VOCAB, 2
+    stock = randomize(AutoModelForSequenceClassification.from_config(config)).eval()
+    stock.save_pretrained(tmp_path / "fine-tuned")
+    model = MultiExitModelForSequenceClassification.from_pretrained(tmp_path / "fine-tuned")
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    args = toy_args(DeeBertConfig, tmp_path, skip_first_stage=True, num_train_epochs=1, learning_rate=1e-2)
+    DeeBertTrainer(model=model, args=args, train_dataset=ToyTask(32)).train()
+    changed = {key for key, value in model.state_dict().items() if not torch.equal(value, before[key])}
+    final = f"multiexit.exits.{model.config.num_exits - 1}."
+    assert changed and all(key.startswith("multiexit.exits.") and not key.startswith(final) for key in changed)
+    assert not (tmp_path / "out" / "stage-1").exists()
+    batch = {key: value % TRAIN_VOCAB if key == "input_ids" else value for key, value in make_batch(stock.config).items()}
+    with torch.no_grad():
+        assert (model.eval()(**batch, exit_strategy="none").logits - stock(**batch).logits).abs().max() <= TOL
+
+
+def test_mean_pooling_default_follows_the_sentence_transformers_folder(minilm_path, tmp_path):
+    from hf_multiexit import MultiExitBertForSequenceClassification
+
+    for model_class in (MultiExitModelForSequenceClassification, MultiExitBertForSequenceClassification):
+        assert model_class.from_pretrained(minilm_path, num_labels=2).config.exit_pooling == "mean"
+        assert model_class.from_pretrained(minilm_path, num_labels=2, exit_pooling="cls").config.exit_pooling == "cls"
+    folder, _ = stock_folder(tmp_path, "bert")  # no modules.json
+    assert MultiExitModelForSequenceClassification.from_pretrained(folder, num_labels=2).config.exit_pooling == "cls"
+    # Saved and loaded back, the choice stays.
+    model = MultiExitModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2)
+    model.save_pretrained(tmp_path / "saved")
+    assert MultiExitModelForSequenceClassification.from_pretrained(tmp_path / "saved").config.exit_pooling == "mean"

@@ -57,7 +57,7 @@ def test_bad_option_values(minilm_path, glue_dir, tmp_path, capsys):
     assert main(train_args(minilm_path, glue_dir, tmp_path, "romebert", "--gamma", "2")) == 2
     assert "gamma=2.0 is out of range" in capsys.readouterr().err
     assert main(train_args(minilm_path, glue_dir, tmp_path, "pabee", "--exit_head", "mlp")) == 2
-    assert "exit_head='mlp' is not one of ['pooler', 'linear', 'attention']" in capsys.readouterr().err
+    assert "exit_head='mlp' is not one of ['pooler', 'linear', 'attention', 'native']" in capsys.readouterr().err
     args = train_args(minilm_path, glue_dir, tmp_path, "pabee")
     args[args.index("sst2")] = "sst3"
     assert main(args) == 2

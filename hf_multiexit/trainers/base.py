@@ -323,6 +323,11 @@ class MultiExitTrainer(Trainer):
         """`TrainingArguments` values that stage `index` changes (e.g. its own epochs); restored after training."""
         return {}
 
+    def first_stage(self) -> int:
+        """Index of the first stage `train()` runs; the stages before it are taken as done (DeeBERT's
+        `skip_first_stage`)."""
+        return 0
+
     def stage_trainable(self, index: int, model) -> list[torch.nn.Parameter] | None:
         """The only parameters stage `index` trains (the others are frozen), or None for no freezing."""
         return None
@@ -394,6 +399,7 @@ class MultiExitTrainer(Trainer):
                 self.end_training()
         root = self.args.output_dir
         start, checkpoint = self._resume_point(root, resume_from_checkpoint)
+        start = max(start, self.first_stage())
         stage_callback = StageCallback()
         self.add_callback(stage_callback)
         results = {}

@@ -25,6 +25,11 @@ class DeeBertConfig(MultiExitTrainingArguments):
     entropy_threshold: float = field(
         default=0.3, metadata={"help": "Entropy threshold S saved as the model's default exit rule (exit_config.json)."}
     )
+    skip_first_stage: bool = field(
+        default=False,
+        metadata={"help": "Start at stage 2: the backbone and final exit come fine-tuned, e.g. loaded from a fine-tuned "
+                  "<Arch>ForSequenceClassification, whose head becomes the final exit; only the other exits train."},
+    )
 
     def __post_init__(self):
         super().__post_init__()

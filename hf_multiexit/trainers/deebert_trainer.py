@@ -19,7 +19,8 @@ class DeeBertTrainer(MultiExitTrainer):
     Freezing: the frozen parameters get `requires_grad=False` (so no gradient is computed into the backbone, which
     makes stage 2 cheaper than the released code, which leaves them out of the optimizer while gradients still
     flow); dropout stays on in the backbone as in the released code. The frozen weights stay bit-identical.
-    Inference uses entropy exit.
+    Inference uses entropy exit. With `skip_first_stage` only stage 2 runs: adding exits to a fine-tuned classifier,
+    whose logits at full depth stay those of the checkpoint.
     """
 
     args: DeeBertConfig
@@ -41,6 +42,9 @@ class DeeBertTrainer(MultiExitTrainer):
 
     def stage_trainable(self, index, model):
         return None if index == 0 else self.intermediate_exit_parameters(model)
+
+    def first_stage(self) -> int:
+        return 1 if self.args.skip_first_stage else 0
 
     def default_exit_config(self) -> ExitConfig:
         return ExitConfig(exit_strategy="entropy", entropy_threshold=self.args.entropy_threshold)

@@ -48,9 +48,10 @@ class RomeBertTrainer(MultiExitTrainer):
         return ExitConfig(exit_strategy="entropy", entropy_threshold=self.args.entropy_threshold)
 
     def projection_parameters(self, model) -> list[torch.nn.Parameter]:
-        """Weight matrices (not LayerNorm, not biases) of encoder layers 1..L-1 that are being trained."""
-        layers = self.unwrapped_model(model).base_model.encoder.layer[:-1]
-        return [p for p in layers.parameters() if p.dim() == 2 and p.requires_grad]
+        """Weight matrices (not LayerNorm, not biases) of encoder layers 1..L-1 that are being trained (ALBERT's
+        shared layers once each, so a layer shared with layer L is projected too)."""
+        layers = {id(layer): layer for layer in self.unwrapped_model(model).base_model.layer_modules()[:-1]}
+        return [p for layer in layers.values() for p in layer.parameters() if p.dim() == 2 and p.requires_grad]
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """With `gp`: backpropagates the summed loss as usual, keeps this micro-batch's `g_A` aside, and on the last

@@ -5,11 +5,13 @@ and `MultiExitConfig` (BERT, flat, as saved by earlier versions).
 This file travels to the Hub with saved checkpoints: it may import only torch, transformers and sibling files.
 """
 
+import json
 from dataclasses import dataclass
 from typing import ClassVar
 
 from transformers import AutoConfig, BertConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import cached_file
 
 from .backbones import BACKBONE_ADAPTERS, BackboneAdapter, get_backbone_adapter
 
@@ -33,6 +35,30 @@ POOLER_STYLES = ("pooler", "linear")
 """Head styles that read the backbone's pretrained pooler (`BackboneAdapter.pooler`)."""
 
 
+def checkpoint_pooling(pretrained_model_name_or_path, **hub_kwargs) -> str | None:
+    """`"mean"` when the checkpoint is a sentence-transformers model (a `modules.json`) whose pooling module averages
+    the token states (`pooling_mode_mean_tokens`, as all-MiniLM-L6-v2's), else None. Such a backbone was trained for
+    the mean: its [CLS] state in the lower layers barely depends on the input, so exits reading [CLS] stay at the
+    majority class."""
+    options = {key: hub_kwargs[key] for key in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if key in hub_kwargs}
+
+    def read(name: str):
+        path = cached_file(
+            pretrained_model_name_or_path, name, _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False, **options,
+        )
+        if path is None:
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    for module in read("modules.json") or []:
+        if module.get("type", "").endswith(".Pooling"):
+            pooling = read(f"{module['path']}/config.json") or {}
+            return "mean" if pooling.get("pooling_mode_mean_tokens") else None
+    return None
+
+
 @dataclass(kw_only=True)
 class ExitFields:
     r"""The exit fields shared by [`MultiExitModelConfig`] and [`MultiExitConfig`], and their checks.
@@ -46,7 +72,9 @@ class ExitFields:
         exit_pooling (`str`, *optional*, defaults to `"cls"`):
             What the `"pooler"`/`"linear"` heads read: `"cls"` is the [CLS] state, as in BERT; `"mean"` is the mean
             over non-padding tokens, for backbones trained with mean pooling (sentence-transformers models such as
-            all-MiniLM-L6-v2, whose [CLS] state in the lower layers barely depends on the input).
+            all-MiniLM-L6-v2, whose [CLS] state in the lower layers barely depends on the input). Loaded from a plain
+            checkpoint, it defaults to `"mean"` where the folder says the backbone was trained so
+            (`checkpoint_pooling`); an explicit argument wins.
         exit_head_hidden_size (`int`, *optional*, defaults to 128):
             Width `d` of the attention exit heads.
         exit_head_num_heads (`int`, *optional*, defaults to 2):
@@ -163,8 +191,7 @@ class MultiExitModelConfig(ExitFields, PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        get_backbone_adapter(self.backbone_config.model_type)  # ValueError for unsupported types
-        self._check_exit_fields()
+        self._check_exit_fields()  # its `backbone_adapter` is a ValueError for unsupported types
 
     @property
     def num_hidden_layers(self) -> int:
@@ -187,6 +214,8 @@ class MultiExitModelConfig(ExitFields, PreTrainedConfig):
         get_backbone_adapter(model_type)  # ValueError naming it and the supported types
         backbone = dict(config_dict)
         wrapped = {"model_type": cls.model_type, "backbone_config": backbone}
+        if checkpoint_pooling(pretrained_model_name_or_path, **kwargs) == "mean":
+            wrapped["exit_pooling"] = "mean"
         for key in ("id2label", "label2id", "problem_type"):
             if key in backbone:
                 wrapped[key] = backbone.pop(key)
@@ -227,6 +256,8 @@ class MultiExitConfig(ExitFields, BertConfig):
         model_type = config_dict.get("model_type")
         if model_type == BertConfig.model_type:
             config_dict = {**config_dict, "model_type": cls.model_type}
+            if checkpoint_pooling(pretrained_model_name_or_path, **kwargs) == "mean":
+                config_dict["exit_pooling"] = "mean"
         elif model_type != cls.model_type:
             raise ValueError(
                 f"MultiExitConfig is BERT's (model_type 'bert' or {cls.model_type!r}), not {model_type!r}; for "

@@ -338,19 +338,18 @@ class MultiExitPreTrainedModel(PreTrainedModel):
     @classmethod
     def _config_of_stock_checkpoint(cls, pretrained_model_name_or_path, hub_kwargs: dict, kwargs: dict) -> None:
         """For a stock backbone checkpoint (its `config.json` has the backbone's `model_type`), loads this class's
-        config from it first (moving the config keyword arguments out of `kwargs`), since the key mapping depends
-        on it (`exit_head`, the number of exits), and puts `config` and `key_mapping` into `kwargs`."""
-        if kwargs.get("config") is not None:
-            return
+        config from it first unless `kwargs` has one (moving the config keyword arguments out of `kwargs`), since the
+        key mapping depends on it (`exit_head`, the number of exits), and puts `config` and `key_mapping` into
+        `kwargs`."""
         config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
         if config_dict.get("model_type") == cls.config_class.model_type:
             return
-        # `dtype` is a config field too, but for from_pretrained it is the model's loading precision.
-        fields = ({field.name for field in dataclasses.fields(cls.config_class)} | {"num_labels"}) - {"dtype"}
-        config_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
-        config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs, **config_kwargs)
-        kwargs["config"] = config
-        kwargs.setdefault("key_mapping", cls.stock_key_mapping(config))
+        if kwargs.get("config") is None:
+            # `dtype` is a config field too, but for from_pretrained it is the model's loading precision.
+            fields = ({field.name for field in dataclasses.fields(cls.config_class)} | {"num_labels"}) - {"dtype"}
+            config_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
+            kwargs["config"] = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs, **config_kwargs)
+        kwargs.setdefault("key_mapping", cls.stock_key_mapping(kwargs["config"]))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, exit_config: ExitConfig | None = None, **kwargs):
