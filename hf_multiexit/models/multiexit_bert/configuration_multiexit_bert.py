@@ -209,7 +209,7 @@ class MultiExitModelConfig(ExitFields, PreTrainedConfig):
         classifier's `id2label` and `problem_type` become the exits' (call-time `num_labels=` still wins)."""
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
         model_type = config_dict.get("model_type")
-        if model_type == cls.model_type:
+        if model_type in (None, cls.model_type):  # None: not a config this can judge (e.g. a save cut short)
             return config_dict, kwargs
         get_backbone_adapter(model_type)  # ValueError naming it and the supported types
         backbone = dict(config_dict)
@@ -258,7 +258,7 @@ class MultiExitConfig(ExitFields, BertConfig):
             config_dict = {**config_dict, "model_type": cls.model_type}
             if checkpoint_pooling(pretrained_model_name_or_path, **kwargs) == "mean":
                 config_dict["exit_pooling"] = "mean"
-        elif model_type != cls.model_type:
+        elif model_type not in (None, cls.model_type):  # None: not a config this check can judge (e.g. cut short)
             raise ValueError(
                 f"MultiExitConfig is BERT's (model_type 'bert' or {cls.model_type!r}), not {model_type!r}; for "
                 f"{sorted(BACKBONE_ADAPTERS)} use MultiExitModelConfig / MultiExitModelForSequenceClassification."
