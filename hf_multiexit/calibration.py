@@ -60,10 +60,9 @@ import numpy as np
 import torch
 from scipy.special import xlogy
 from scipy.stats import binom
-from sklearn.metrics import f1_score, matthews_corrcoef
 
 from .evaluation import simulate_exits, sweep_parameter
-from .metrics import _correlation
+from .metrics import METRICS
 from .models.multiexit_bert import EXIT_STRATEGIES, ExitConfig
 from .models.multiexit_bert.exit_strategies import MULTI_LABEL, REGRESSION, entropy, resolve_problem_type
 
@@ -94,22 +93,6 @@ P_VALUES = ("hoeffding_bentkus", "binomial")
 FULL_DEPTH: dict[str, Any] = {"exit_strategy": "none"}
 """The fallback setting: every sample runs every layer (risk 0 under both criteria)."""
 
-
-def _f1(average: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    return lambda labels, predictions: float(f1_score(labels, predictions, average=average, zero_division=0.0))
-
-
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "accuracy": lambda labels, predictions: float(np.mean(~_mismatch(predictions, labels))),
-    "f1": _f1("binary"),
-    "macro_f1": _f1("macro"),
-    "micro_f1": _f1("micro"),
-    "weighted_f1": _f1("weighted"),
-    "matthews_correlation": lambda labels, predictions: float(matthews_corrcoef(labels, predictions)),
-    "pearson": lambda labels, predictions: _correlation("pearson", predictions.astype(float), labels.astype(float)),
-    "spearmanr": lambda labels, predictions: _correlation("spearmanr", predictions.astype(float), labels.astype(float)),
-}
-"""`metric(labels, predictions)` for the `"metric"` criterion (higher is better), from scikit-learn and SciPy."""
 
 PER_SAMPLE_METRICS = ("accuracy",)
 """Metrics that are the mean of a per-sample score, so that their drop has a per-sample loss LTT can test."""

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .flops import full_depth_flops, sample_flops
-from .metrics import logits_metrics, primary_metric
+from .metrics import METRICS, check_metric, logits_metrics, primary_metric
 from .models.multiexit_bert import EXIT_STRATEGIES, ExitConfig
 from .models.multiexit_bert.exit_strategies import REGRESSION, SINGLE_LABEL, build_exit_strategy, resolve_problem_type
 
@@ -241,7 +241,10 @@ class TradeoffEvaluator:
     is the fastest full-depth pass seen.
     """
 
-    def __init__(self, model, dataset, collator, task: str | None = None, batch_size: int = 32, repeats: int = 1, progress: bool = True):
+    def __init__(
+        self, model, dataset, collator, task: str | None = None, batch_size: int = 32, repeats: int = 1,
+        progress: bool = True, metric: str | None = None,
+    ):
         if batch_size < 1 or repeats < 1:
             raise ValueError(f"batch_size={batch_size} and repeats={repeats} must be positive integers.")
         if len(dataset) == 0:
@@ -250,6 +253,7 @@ class TradeoffEvaluator:
         self.config = model.config
         self.task, self.batch_size, self.repeats, self.progress = task, batch_size, repeats, progress
         self.problem_type = resolve_problem_type(self.config)
+        self.metric = check_metric(metric, task, self.config.num_labels)
         self.num_layers = self.config.num_hidden_layers
         self.all_logits, self.labels = all_exit_logits(model, dataset, collator, batch_size, self._describe("all exits"))
         if self.labels is None:
@@ -263,7 +267,7 @@ class TradeoffEvaluator:
         return what if self.progress else None
 
     def _metrics(self, logits: np.ndarray) -> dict[str, float]:
-        return logits_metrics(self.task, self.problem_type, logits, self.labels)
+        return logits_metrics(self.task, self.problem_type, logits, self.labels, self.metric)
 
     def _run(self, **exit_kwargs) -> InferenceResult:
         return run_inference(self.model, self.dataset, self.collator, self.batch_size, **exit_kwargs)
@@ -282,7 +286,8 @@ class TradeoffEvaluator:
 
     @property
     def primary_metric(self) -> str:
-        return primary_metric(self.task or ("regression" if self.problem_type == REGRESSION else "classification"), self.problem_type == REGRESSION)
+        regression = self.problem_type == REGRESSION
+        return primary_metric(self.task or ("regression" if regression else "classification"), regression, self.metric)
 
     def per_exit(self) -> list[dict]:
         return [
@@ -366,10 +371,10 @@ class TradeoffEvaluator:
 
 def evaluate_tradeoff(
     model, dataset, collator, strategies: Mapping[str, Sequence | None], task: str | None = None, batch_size: int = 32,
-    wall_clock: bool = True, repeats: int = 1, progress: bool = True,
+    wall_clock: bool = True, repeats: int = 1, progress: bool = True, metric: str | None = None,
 ) -> dict:
     """The whole report of `hf-multiexit evaluate` for `strategies` (`{strategy: values or None for defaults}`)."""
-    evaluator = TradeoffEvaluator(model, dataset, collator, task, batch_size, repeats, progress)
+    evaluator = TradeoffEvaluator(model, dataset, collator, task, batch_size, repeats, progress, metric)
     return evaluator.report(evaluator.sweep(strategies, wall_clock))
 
 
@@ -482,6 +487,11 @@ class EvaluateArguments:
     validation_file: str | None = field(default=None, metadata={"help": "CSV/TSV/JSON(L) evaluation file (non-GLUE)."})
     text_columns: list[str] = field(default_factory=lambda: ["sentence"], metadata={"help": "Text column(s) of the file."})
     label_column: str = field(default="label", metadata={"help": "Label column of the file."})
+    metric: str | None = field(
+        default=None,
+        metadata={"help": f"Primary metric, one of {list(METRICS)} (default: the task's GLUE metric, else accuracy or "
+                  "pearson): reported first per exit and per point, and the one the summary's speed-ups are read at."},
+    )
     max_length: int = field(default=128, metadata={"help": "Maximum tokens per example."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N examples."})
     batch_size: int = field(default=32, metadata={"help": "Inference batch size."})
@@ -510,6 +520,7 @@ class EvaluateArguments:
                 raise ValueError(f"--{flag} is given, but no strategy in --exit_strategy={self.exit_strategy!r} reads "
                                  f"it; add {' or '.join(readers)} to --exit_strategy or leave --{flag} out.")
         self.check_sweep()
+        check_metric(self.metric, self.task)
         check_model_path(self.model, "--model", "the --output_dir of `hf-multiexit train` (or a Hub model id)")
         if (self.task is None) == (self.validation_file is None):
             raise ValueError("Give exactly one of --task (a GLUE task) and --validation_file.")
@@ -575,7 +586,7 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     data = load_evaluation_set(args, model, tokenizer)
     report = evaluate_tradeoff(
         model, data, make_collator(tokenizer), args.sweep, task=args.task, batch_size=args.batch_size,
-        wall_clock=args.wall_clock, repeats=args.repeats,
+        wall_clock=args.wall_clock, repeats=args.repeats, metric=args.metric,
     )
     report["model"] = args.model
     if args.plot:

@@ -16,9 +16,11 @@ from transformers import AutoConfig, AutoTokenizer
 from .data import get_glue_task, load_glue, load_text_files, make_collator
 from .io import atomic_save_pretrained, atomic_write_json, check_model_path
 from .lora import DEFAULT_TARGET_MODULES, LORA_ADAPTER_DIR, add_lora, merged_copy, save_lora
-from .metrics import primary_metric
+from .metrics import METRICS, check_metric, primary_metric
 from .models.multiexit_bert import EXIT_HEAD_STYLES, MultiExitBertForSequenceClassification
+from .models.multiexit_bert.exit_strategies import resolve_problem_type
 from .trainers import MultiExitTrainingArguments, get_method, seed_run
+from .trainers.base import per_exit_metrics
 
 DEFAULT_EXIT_HEADS = {"pabee": "linear", "leebert": "linear", "smartbert": "attention"}
 """Each paper's head style; methods not listed use `"pooler"` (DeeBERT, RomeBERT)."""
@@ -82,11 +84,18 @@ class DataArguments:
                   "positive); integer labels need none. (TrainingArguments' --label_names is something else: the "
                   "batch keys that hold labels.)"},
     )
+    metric: str | None = field(
+        default=None,
+        metadata={"help": f"Metric of a custom task, one of {list(METRICS)} (e.g. macro_f1 for unbalanced classes): "
+                  "reported first for every exit and used as the primary metric. Default: accuracy for "
+                  "classification, pearson for regression; a GLUE --task keeps its metrics (this may pick one)."},
+    )
     max_length: int = field(default=128, metadata={"help": "Maximum tokens per example (longer ones are truncated)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation examples."})
 
     def __post_init__(self):
+        check_metric(self.metric)
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -153,7 +162,9 @@ def build_model(model_args: ModelArguments, method: str, label_names: list[str] 
     return model
 
 
-def eval_report(metrics: dict[str, float], exit_layers: list[int], task: str | None, is_regression: bool) -> dict[str, Any]:
+def eval_report(
+    metrics: dict[str, float], exit_layers: list[int], task: str | None, is_regression: bool, metric: str | None = None
+) -> dict[str, Any]:
     """`eval_results.json`: the final exit's metrics, one entry per exit, and Trainer's raw `eval_*` numbers."""
     per_exit = []
     for layer in exit_layers:
@@ -161,7 +172,9 @@ def eval_report(metrics: dict[str, float], exit_layers: list[int], task: str | N
         per_exit.append({"layer": layer, "metrics": {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}})
     final = per_exit[-1]["metrics"]
     return {
-        "primary_metric": primary_metric(task or ("regression" if is_regression else "classification"), is_regression),
+        "primary_metric": primary_metric(
+            task or ("regression" if is_regression else "classification"), is_regression, metric
+        ),
         "final": final,
         "per_exit": per_exit,
         "raw": metrics,
@@ -182,11 +195,17 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
         )
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     train, validation, label_names = load_datasets(data_args, training_args.task, tokenizer)
+    check_metric(data_args.metric, training_args.task, len(label_names) if label_names else 1)
     # Trainer seeds only once the model exists; its exit heads (gates, LoRA adapters) are initialised here.
     seed_run(training_args)
+    model = build_model(model_args, method, label_names)
+    config = model.config
     trainer = trainer_class(
-        model=build_model(model_args, method, label_names),
+        model=model,
         args=training_args,
+        compute_metrics=per_exit_metrics(
+            training_args.task, resolve_problem_type(config), list(config.exit_layers), data_args.metric
+        ),
         train_dataset=train,
         eval_dataset=validation,
         data_collator=make_collator(tokenizer),
@@ -214,7 +233,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     trainer, tokenizer, label_names = build_trainer(model_args, data_args, training_args, method)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = trainer.evaluate()
-    report = eval_report(metrics, list(trainer.model.config.exit_layers), training_args.task, label_names is None)
+    report = eval_report(
+        metrics, list(trainer.model.config.exit_layers), training_args.task, label_names is None, data_args.metric
+    )
     report.update(method=method, train_runtime=train_result.metrics.get("train_runtime"), config=trainer.config_summary())
     save_results(trainer, tokenizer, report)
     if training_args.push_to_hub:

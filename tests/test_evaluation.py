@@ -114,6 +114,21 @@ def test_evaluator_points_match_real_runs_and_report_fields(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
 
 
+def test_evaluator_reports_a_chosen_metric():
+    from sklearn.metrics import f1_score
+
+    model, data = tiny_model(), toy_set()
+    evaluator = TradeoffEvaluator(model, data, collate, batch_size=8, progress=False, metric="macro_f1")
+    report = evaluator.report(evaluator.sweep({"static": [2]}, wall_clock=False))
+    assert report["primary_metric"] == "macro_f1"
+    labels = np.array([int(row["labels"]) for row in data])
+    final = evaluator.all_logits[:, -1].argmax(-1)
+    assert report["full_depth"]["metrics"]["macro_f1"] == pytest.approx(f1_score(labels, final, average="macro"))
+    assert list(report["points"][0]["metrics"]) == ["macro_f1", "accuracy"]
+    with pytest.raises(ValueError, match="metric='f1' does not fit classification with 3 classes"):
+        TradeoffEvaluator(model, data, collate, batch_size=8, progress=False, metric="f1")
+
+
 def test_wall_speedup_pairs_each_setting_with_full_depth_passes(monkeypatch):
     """Pass times are scripted: the machine is fast while the reference is first timed, then slower. A setting
     identical to full depth must still measure 1.0x, and one doing half the work 2.0x, against the full-depth passes
