@@ -75,6 +75,7 @@ __all__ = [
     "METRICS",
     "P_VALUES",
     "PER_SAMPLE_METRICS",
+    "STRATEGIES",
     "CalibrationResult",
     "CandidateExits",
     "CandidateResult",
@@ -102,6 +103,8 @@ PER_SAMPLE_METRICS = ("accuracy",)
 
 # Which way each strategy's swept parameter is safer: sort candidates with `reverse=` this to get safest first.
 _SAFEST_FIRST_REVERSE = {"entropy": False, "confidence": True, "patience": True, "static": True}
+STRATEGIES = tuple(_SAFEST_FIRST_REVERSE)
+"""The strategies that can be calibrated: those with one swept parameter that `simulate_exits` can replay."""
 # Thresholds that never let a sample leave early: no entropy is below 0, no top probability above 1.
 _SAFEST_THRESHOLD = {"entropy": 0.0, "confidence": 1.0}
 

@@ -463,6 +463,21 @@ def _parse_values(text: str | None, convert, flag: str) -> list | None:
         raise ValueError(f"--{flag}={text!r} must be a comma-separated list of numbers, e.g. 0.1,0.3,0.5.") from None
 
 
+def resolve_device(name: str) -> str:
+    """`--device`: "auto" is the accelerator torch finds (CUDA, XPU, MPS, ...), else the CPU; anything else must
+    name a device torch knows and that is present here."""
+    if name == "auto":
+        accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+        return "cpu" if accelerator is None else accelerator.type
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device={name!r} is not a device name: use 'auto', 'cpu', 'cuda', 'cuda:1', ... ({err})") from None
+    if device.type != "cpu" and not (torch.accelerator.is_available() and torch.accelerator.current_accelerator().type == device.type):
+        raise ValueError(f"--device={name!r}: no {device.type} device is available here; use --device cpu (or auto).")
+    return name
+
+
 @dataclass
 class EvaluateArguments:
     """`hf-multiexit evaluate`: a trade-off sweep of a trained multi-exit model on a validation set."""
@@ -499,6 +514,8 @@ class EvaluateArguments:
         "help": "Timed rounds per setting, each one pass of the setting and one at full depth (the fastest of each counts)."})
     wall_clock: bool = field(default=True, metadata={"help": "Time a real early-exit run at every point."})
     plot: str | None = field(default=None, metadata={"help": "Also write the trade-off plot (PNG) here."})
+    device: str = field(default="auto", metadata={
+        "help": "Device to run on: 'auto' (the accelerator torch finds, else the CPU), 'cpu', 'cuda', 'cuda:1', ..."})
 
     _flags = {"entropy_threshold": "thresholds", "confidence_threshold": "thresholds", "patience": "patience",
               "exit_layer": "exit_layers"}
@@ -527,6 +544,7 @@ class EvaluateArguments:
         for name in ("batch_size", "repeats", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}={getattr(self, name)} must be a positive integer.")
+        self.device = resolve_device(self.device)
 
     def check_sweep(self, model_config=None) -> None:
         """Checks every value given to sweep, so that a bad one fails before anything is loaded: its range, and with
@@ -562,26 +580,36 @@ def load_evaluation_set(args: EvaluateArguments, model, tokenizer):
     return data
 
 
+def trained_model_config(model: str, command: str, why: str):
+    """The config of a trained multi-exit model given as `--model`, read before the weights; a folder without
+    config.json or a plain (non multi-exit) checkpoint is refused, saying that `why` (its exits are untrained)."""
+    from transformers import AutoConfig
+
+    from .models.multiexit_bert import MultiExitConfig
+
+    if os.path.isdir(model) and not os.path.exists(os.path.join(model, "config.json")):
+        raise FileNotFoundError(f"--model={model!r} has no config.json: it is not a saved model folder.")
+    config = AutoConfig.from_pretrained(model)
+    if config.model_type != MultiExitConfig.model_type:
+        raise ValueError(
+            f"--model {model!r} is a plain {config.model_type!r} checkpoint, not a multi-exit one: its exits were "
+            f"never trained (loading it gives them random weights), so {why}. Train it first, e.g. `hf-multiexit "
+            f"train --method pabee --model_name_or_path {model} --output_dir OUT ...`, and {command} OUT."
+        )
+    return config
+
+
 def run_evaluation(args: EvaluateArguments) -> dict:
     """Loads the model and data, sweeps, writes `report.json` (and the plot) atomically, returns the report."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from .data import make_collator
     from .io import atomic_write_json
-    from .models.multiexit_bert import MultiExitBertForSequenceClassification, MultiExitConfig
+    from .models.multiexit_bert import MultiExitBertForSequenceClassification
 
-    if os.path.isdir(args.model) and not os.path.exists(os.path.join(args.model, "config.json")):
-        raise FileNotFoundError(f"--model={args.model!r} has no config.json: it is not a saved model folder.")
-    config = AutoConfig.from_pretrained(args.model)
-    if config.model_type != MultiExitConfig.model_type:
-        raise ValueError(
-            f"--model {args.model!r} is a plain {config.model_type!r} checkpoint, not a multi-exit one: its exits were "
-            "never trained (loading it gives them random weights), so a trade-off would measure noise. Train it first, "
-            f"e.g. `hf-multiexit train --method pabee --model_name_or_path {args.model} --output_dir OUT ...`, and "
-            "evaluate OUT."
-        )
+    config = trained_model_config(args.model, "evaluate", "a trade-off would measure noise")
     args.check_sweep(config)
-    model = MultiExitBertForSequenceClassification.from_pretrained(args.model, config=config)
+    model = MultiExitBertForSequenceClassification.from_pretrained(args.model, config=config).to(args.device)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     data = load_evaluation_set(args, model, tokenizer)
     report = evaluate_tradeoff(
