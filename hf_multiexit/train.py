@@ -197,6 +197,9 @@ def build_model(model_args: ModelArguments, method: str, label_names: list[str] 
             f"The weights of {model_args.model_name_or_path} cannot be read ({err}): a .safetensors file there is "
             "truncated or corrupt, e.g. by an interrupted download, copy or save. Download or save the checkpoint again."
         ) from err
+    if model.exit_config.calibration is not None:
+        # The record certifies the rule for the weights it was calibrated on, which training is about to change.
+        model.exit_config = model.exit_config.update(calibration=None)
     if model_args.lora_r is not None:
         model = add_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules)
     return model

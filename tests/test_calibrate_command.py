@@ -211,3 +211,26 @@ def test_exit_config_keeps_the_record_only_for_the_rule_it_describes(tmp_path):
     assert "calibration" not in json.loads(ExitConfig().to_json_string())
     with pytest.raises(ValueError, match="calibration='high' must be a dict"):
         ExitConfig(calibration="high")
+
+
+def test_glue_task_split_recorded_in_training_then_calibrated_by_task(trained, glue_dir, tmp_path, capsys):
+    out = tmp_path / "sst2"
+    argv = [
+        "train", "--method", "pabee", "--model_name_or_path", str(trained["out"]), "--task", "sst2", "--data_dir",
+        str(glue_dir), "--max_train_samples", "80", "--max_eval_samples", "16", "--max_length", "32", "--output_dir",
+        str(out), "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no", "--num_train_epochs", "1",
+        "--disable_tqdm", "true", "--calibration_split", "0.5",
+    ]
+    assert main(argv) == 0
+    split = json.loads((out / "calibration_split.json").read_text())
+    assert split["data"]["task"] == "sst2" and len(split["indices"]) == 40
+    assert "calibration" not in json.loads((out / "exit_config.json").read_text())  # held out, not calibrated yet
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(out), "--task", "sst2", "--max_drop", "0.3", "--data_dir", str(glue_dir)]) == 0
+    record = json.loads((out / "exit_config.json").read_text())["calibration"]
+    assert record["n"] == 32 and record["data"]["task"] == "sst2" and record["data"]["max_train_samples"] == 80
+    # Other training data than recorded: the indices would point at other sentences.
+    split["fingerprint"] = "0" * 64
+    (out / "calibration_split.json").write_text(json.dumps(split))
+    assert main(["calibrate", "--model", str(out), "--task", "sst2", "--max_drop", "0.3", "--data_dir", str(glue_dir)]) == 2
+    assert "differs from the data" in capsys.readouterr().err
