@@ -15,7 +15,6 @@ avg_exit_layer, layer_speedup (= L / avg_exit_layer), flops_speedup, wall_speedu
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -39,6 +38,7 @@ __all__ = [
     "TradeoffEvaluator",
     "all_exit_logits",
     "EvaluateArguments",
+    "DEFAULT_GRID_STEP",
     "default_sweep_values",
     "evaluate_tradeoff",
     "oracle_exits",
@@ -208,21 +208,33 @@ def sweep_parameter(strategy: str) -> str | None:
     return parameters[0] if parameters else None
 
 
-def default_sweep_values(strategy: str, model_config) -> list:
-    """A sweep grid that spans a strategy's range on this model: every exit layer (static), patience
-    0..E-1, entropy thresholds 0..ln C (12 steps), confidence 0.5..0.99."""
-    grids = {
-        "exit_layer": lambda: list(model_config.exit_layers),
-        "patience": lambda: list(range(len(model_config.exit_layers))),
-        "entropy_threshold": lambda: [round(float(v), 4) for v in np.linspace(0.0, math.log(model_config.num_labels), 12)],
-        "confidence_threshold": lambda: [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99],
-    }
+DEFAULT_GRID_STEP = 0.25
+"""Largest layer speed-up step between consecutive default thresholds of a sweep: about 20 points from full depth to
+6x on a 6-layer model, each timed by real runs when `wall_clock`."""
+
+
+def default_sweep_values(strategy: str, model_config, all_logits: np.ndarray, max_step: float = DEFAULT_GRID_STEP) -> list:
+    """A sweep grid that spans a strategy's range on this model and data: every exit layer (static), patience
+    0..E-1, and for entropy, confidence and skip's entropy threshold the quantile grid of
+    `calibration.candidate_values` on the exit scores of `all_logits` `(N, E, C)`: thresholds placed on the data
+    so that consecutive points differ in layer speed-up by at most `max_step` (where ties allow), from full depth
+    to every sample at its first exit. (A fixed grid such as 12 linear entropies up to ln C crowds its points where
+    this model's entropies are not: one 4-class task jumped from about 2x to 6x in one step.) Skip's grid uses the
+    entropies without gates, so its points' speed-ups are only roughly spaced."""
+    from .calibration import candidate_values  # calibration replays strategies with this module's simulate_exits
+
     parameter = sweep_parameter(strategy)
     if parameter is None:
         return [None]
-    if parameter not in grids:
-        raise ValueError(f"No default sweep for exit_strategy={strategy!r} ({parameter}); pass the values.")
-    return grids[parameter]()
+    if parameter == "exit_layer":
+        return list(model_config.exit_layers)
+    if parameter == "patience":
+        return list(range(len(model_config.exit_layers)))
+    if parameter == "entropy_threshold":
+        return candidate_values(all_logits, model_config, "entropy", max_step)
+    if parameter == "confidence_threshold":
+        return candidate_values(all_logits, model_config, "confidence", max_step)
+    raise ValueError(f"No default sweep for exit_strategy={strategy!r} ({parameter}); pass the values.")
 
 
 class TradeoffEvaluator:
@@ -336,15 +348,20 @@ class TradeoffEvaluator:
             point["exit_agreement"] = float((real.exit_layers == exit_layers).mean())
         return point
 
-    def sweep(self, strategies: Mapping[str, Sequence | None], wall_clock: bool = True) -> list[dict]:
-        """Points for every strategy and value; a strategy mapped to None gets `default_sweep_values`."""
+    def sweep(
+        self, strategies: Mapping[str, Sequence | None], wall_clock: bool = True, grid_step: float = DEFAULT_GRID_STEP
+    ) -> list[dict]:
+        """Points for every strategy and value; a strategy mapped to None gets `default_sweep_values` on this
+        evaluation set's exit statistics, with speed-up steps of at most `grid_step`."""
         for strategy, values in strategies.items():
             if values is not None and not values:
                 raise ValueError(f"No values to sweep for exit_strategy={strategy!r}.")
         settings = [
             (strategy, value)
             for strategy, values in strategies.items()
-            for value in (default_sweep_values(strategy, self.config) if values is None else values)
+            for value in (
+                default_sweep_values(strategy, self.config, self.all_logits, grid_step) if values is None else values
+            )
         ]
         bar = tqdm(settings, desc="sweep", disable=not self.progress, leave=False)
         return [self.point(strategy, value, wall_clock) for strategy, value in bar]
@@ -372,10 +389,11 @@ class TradeoffEvaluator:
 def evaluate_tradeoff(
     model, dataset, collator, strategies: Mapping[str, Sequence | None], task: str | None = None, batch_size: int = 32,
     wall_clock: bool = True, repeats: int = 1, progress: bool = True, metric: str | None = None,
+    grid_step: float = DEFAULT_GRID_STEP,
 ) -> dict:
     """The whole report of `hf-multiexit evaluate` for `strategies` (`{strategy: values or None for defaults}`)."""
     evaluator = TradeoffEvaluator(model, dataset, collator, task, batch_size, repeats, progress, metric)
-    return evaluator.report(evaluator.sweep(strategies, wall_clock))
+    return evaluator.report(evaluator.sweep(strategies, wall_clock, grid_step))
 
 
 def _interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
@@ -385,14 +403,26 @@ def _interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
     return float(np.interp(x, xs, ys))
 
 
+def _fastest_within(points: list[dict], name: str, full: float, floor: float) -> tuple[dict | None, float | None]:
+    """The point with the largest layer speed-up whose metric is at least `floor`, and that speed-up: 1.0 (full
+    depth) when no point but full depth reaches it, None when not even full depth does."""
+    best = max((p for p in points if p["metrics"][name] >= floor), key=lambda p: p["layer_speedup"], default=None)
+    return best, best["layer_speedup"] if best is not None else (1.0 if full >= floor else None)
+
+
 def tradeoff_summary(
-    report: dict, strategy: str, speedups: Sequence[float] = (1.5, 2.0), tolerance: float = 0.01, reference: float | None = None
+    report: dict, strategy: str, speedups: Sequence[float] = (1.5, 2.0), tolerance: float = 0.01,
+    reference: float | None = None, margins: Sequence[float] = (0.5, 1.0, 2.0),
 ) -> dict:
     """One strategy's curve in numbers: the primary metric at the given layer speed-ups (linear interpolation
     between sweep points, None beyond the largest), and the point with the largest layer speed-up whose metric is
     within `tolerance` (absolute, 0.01 = one accuracy point) of `reference` (default: this model at full depth;
     e.g. the same backbone fine-tuned without exits), with its measured wall-clock speed-up if it has one. That
-    speed-up is 1.0 when only full depth is within `tolerance`, and None when not even full depth is."""
+    speed-up is 1.0 when only full depth is within `tolerance`, and None when not even full depth is.
+
+    `fastest_within` finds the knee: for each margin in `margins` (in points, 1 = 0.01 of the metric) the fastest
+    point within it of `reference`, as `{layer_speedup, wall_speedup, params, metric}` (`params` None and speed-up
+    1.0 when only full depth is within it; None when nothing is)."""
     name = report["primary_metric"]
     full = report["full_depth"]["metrics"][name]
     reference = full if reference is None else reference
@@ -404,15 +434,24 @@ def tradeoff_summary(
     ys = [full] + [p["metrics"][name] for p in points]
     order = np.argsort(xs, kind="stable")
     xs, ys = [xs[i] for i in order], [ys[i] for i in order]
-    floor = reference - tolerance - 1e-12
-    best = max((p for p in points if p["metrics"][name] >= floor), key=lambda p: p["layer_speedup"], default=None)
+    best, speedup = _fastest_within(points, name, full, reference - tolerance - 1e-12)
+    fastest = {}
+    for margin in margins:
+        point, layer_speedup = _fastest_within(points, name, full, reference - margin / 100 - 1e-12)
+        fastest[f"{margin:g}"] = None if layer_speedup is None else {
+            "layer_speedup": layer_speedup,
+            "wall_speedup": None if point is None else point.get("wall_speedup"),
+            "params": None if point is None else point.get("params"),
+            "metric": full if point is None else point["metrics"][name],
+        }
     return {
         "metric": name,
         "full_depth": full,
         "reference": reference,
         "at_speedup": {str(s): _interpolate(xs, ys, s) for s in speedups},
-        "speedup_within_tolerance": best["layer_speedup"] if best is not None else (1.0 if full >= floor else None),
+        "speedup_within_tolerance": speedup,
         "operating_point": best,
+        "fastest_within": fastest,
     }
 
 
@@ -485,12 +524,17 @@ class EvaluateArguments:
     model: str = field(metadata={"help": "A saved multi-exit model folder (or Hub id)."})
     output: str = field(metadata={"help": "Where to write report.json."})
     exit_strategy: str = field(
-        default="entropy",
-        metadata={"help": f"Strategy, or comma-separated strategies, to sweep: {list(EXIT_STRATEGIES)}."},
+        default="entropy,static",
+        metadata={"help": f"Strategy, or comma-separated strategies, to sweep: {list(EXIT_STRATEGIES)} (default "
+                  "entropy and static: a single intermediate exit sometimes beats the final one)."},
     )
     thresholds: str | None = field(
         default=None,
-        metadata={"help": "Comma-separated thresholds for entropy/confidence/skip (default: a grid over the range)."},
+        metadata={"help": "Comma-separated thresholds for entropy/confidence/skip (default: thresholds placed on this "
+                  "data's exit statistics, consecutive points at most --grid_step apart in layer speed-up)."},
+    )
+    grid_step: float = field(
+        default=DEFAULT_GRID_STEP, metadata={"help": "Largest layer speed-up step of the default threshold grids."}
     )
     patience: str | None = field(default=None, metadata={"help": "Comma-separated patience values (default 0..E-1)."})
     exit_layers: str | None = field(default=None, metadata={"help": "Comma-separated layers for static (default: all exits)."})
@@ -614,7 +658,7 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     data = load_evaluation_set(args, model, tokenizer)
     report = evaluate_tradeoff(
         model, data, make_collator(tokenizer), args.sweep, task=args.task, batch_size=args.batch_size,
-        wall_clock=args.wall_clock, repeats=args.repeats, metric=args.metric,
+        wall_clock=args.wall_clock, repeats=args.repeats, metric=args.metric, grid_step=args.grid_step,
     )
     report["model"] = args.model
     if args.plot:
