@@ -352,19 +352,34 @@ class TradeoffEvaluator:
         self, strategies: Mapping[str, Sequence | None], wall_clock: bool = True, grid_step: float = DEFAULT_GRID_STEP
     ) -> list[dict]:
         """Points for every strategy and value; a strategy mapped to None gets `default_sweep_values` on this
-        evaluation set's exit statistics, with speed-up steps of at most `grid_step`."""
+        evaluation set's exit statistics, with speed-up steps of at most `grid_step`. The model's saved rule is
+        added to the sweep of its strategy (`_with_saved_rule`)."""
         for strategy, values in strategies.items():
             if values is not None and not values:
                 raise ValueError(f"No values to sweep for exit_strategy={strategy!r}.")
         settings = [
             (strategy, value)
             for strategy, values in strategies.items()
-            for value in (
-                default_sweep_values(strategy, self.config, self.all_logits, grid_step) if values is None else values
+            for value in self._with_saved_rule(
+                strategy,
+                default_sweep_values(strategy, self.config, self.all_logits, grid_step) if values is None else values,
             )
         ]
         bar = tqdm(settings, desc="sweep", disable=not self.progress, leave=False)
         return [self.point(strategy, value, wall_clock) for strategy, value in bar]
+
+    def _with_saved_rule(self, strategy: str, values: Sequence) -> list:
+        """`values`, plus the model's saved rule (`model.exit_config`) last when it is this strategy and not among
+        them: the report then always measures what `model(**batch)` does, which the model card states."""
+        saved = self.model.exit_config
+        parameter = sweep_parameter(strategy)
+        values = list(values)
+        if saved.exit_strategy != strategy or parameter is None:
+            return values
+        value = getattr(saved, parameter)
+        if any(np.isclose(value, v, rtol=1e-6, atol=1e-9) for v in values if v is not None):
+            return values
+        return values + [value]
 
     def report(self, points: list[dict]) -> dict:
         """`report.json`: the contract's fields plus the oracle bound, sample count and batch size."""

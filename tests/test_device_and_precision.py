@@ -426,3 +426,21 @@ def test_run_inference_moves_batches_to_the_model_and_results_to_the_cpu():
     half = run_inference(tiny_model().to(DEVICE, torch.bfloat16), data, collate, batch_size=8, exit_strategy="none")
     assert half.logits.dtype == np.float32
 
+
+
+def test_evaluate_device_flag(tmp_path):
+    """`hf-multiexit evaluate --device`: "auto" resolves to what is here, an absent or unknown device is refused
+    before anything loads, naming the value and what to pass instead."""
+    from hf_multiexit.evaluation import EvaluateArguments
+
+    def arguments(device):
+        return EvaluateArguments(model=str(tmp_path), output=str(tmp_path / "r.json"), task="sst2", device=device)
+
+    expected = torch.accelerator.current_accelerator().type if torch.accelerator.is_available() else "cpu"
+    assert arguments("auto").device == expected
+    assert arguments("cpu").device == "cpu"
+    with pytest.raises(ValueError, match="--device='gpu0' is not a device name"):
+        arguments("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device='cuda': no cuda device is available here; use --device cpu"):
+            arguments("cuda")
