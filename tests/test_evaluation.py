@@ -240,6 +240,18 @@ def test_tradeoff_summary_interpolates_on_a_hand_made_curve():
         tradeoff_summary(report, "patience")
 
 
+def test_sweep_measures_the_saved_rule():
+    from hf_multiexit.models.multiexit_bert import ExitConfig
+
+    model, data = tiny_model(), toy_set()
+    model.exit_config = ExitConfig(exit_strategy="entropy", entropy_threshold=0.77)
+    evaluator = TradeoffEvaluator(model, data, collate, batch_size=8, progress=False)
+    points = evaluator.sweep({"entropy": [0.3], "patience": [1]}, wall_clock=False)
+    assert [(p["strategy"], p["params"]) for p in points] == [
+        ("entropy", {"entropy_threshold": 0.3}), ("entropy", {"entropy_threshold": 0.77}), ("patience", {"patience": 1})]
+    assert len(evaluator.sweep({"entropy": [0.77]}, wall_clock=False)) == 1
+
+
 def test_tradeoff_summary_finds_the_fastest_point_within_half_one_and_two_points():
     def point(speedup, accuracy, wall=None):
         return {"strategy": "entropy", "layer_speedup": speedup, "wall_speedup": wall, "params": {"entropy_threshold": speedup / 10},
