@@ -132,7 +132,7 @@ def calibrate_model(
     (`exit_strategy="none"`) and the record says `fallback: true`."""
     from .evaluation import all_exit_logits
 
-    check_calibration_options(max_drop, delta, criterion, ",".join(strategies), metric, task)
+    strategies = check_calibration_options(max_drop, delta, criterion, ",".join(strategies), metric, task)
     config = model.config
     regression = resolve_problem_type(config) == REGRESSION
     metric = check_metric(metric, task, config.num_labels) or (

@@ -247,6 +247,9 @@ def build_trainer(
     if calibration_split is not None:
         train, examples, record = hold_out_split(train, calibration_split, training_args.seed)
         data = {name: getattr(data_args, name) for name in _RECORDED_DATA_ARGUMENTS}
+        # Absolute paths: `hf-multiexit calibrate` may run from another working directory.
+        data.update({name: os.path.abspath(data[name]) for name in ("data_dir", "train_file", "validation_file")
+                     if data[name] is not None})
         held_out = examples, {**record, "data": {"task": training_args.task, **data}}
     check_metric(data_args.metric, training_args.task, len(label_names) if label_names else 1)
     # Trainer seeds only once the model exists; its exit heads (gates, LoRA adapters) are initialised here.

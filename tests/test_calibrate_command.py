@@ -234,3 +234,30 @@ def test_glue_task_split_recorded_in_training_then_calibrated_by_task(trained, g
     (out / "calibration_split.json").write_text(json.dumps(split))
     assert main(["calibrate", "--model", str(out), "--task", "sst2", "--max_drop", "0.3", "--data_dir", str(glue_dir)]) == 2
     assert "differs from the data" in capsys.readouterr().err
+
+
+def test_non_decomposable_metric_is_calibrated_empirically(trained, tmp_path):
+    """--metric macro_f1 with --delta 0: each strategy's pick is the fixed-sequence walk on the macro-F1 drop."""
+    folder = copy_model(trained, tmp_path)
+    calibration = write_rows(tmp_path / "calibration.csv", 200, 10)
+    argv = ["calibrate", "--model", str(folder), "--calibration_file", str(calibration), "--max_drop", "0.02",
+            "--criterion", "metric", "--metric", "macro_f1", "--delta", "0", "--grid_share", "0",
+            "--strategies", "static", "--max_length", "32"]
+    assert main(argv) == 0
+    record = json.loads((folder / "exit_config.json").read_text())["calibration"]
+    assert (record["metric"], record["method"], record["p_value"]) == ("macro_f1", "empirical", None)
+    static = record["strategies"]["static"]
+    assert static["empirical_risk"] <= 0.02
+    from sklearn.metrics import f1_score
+    from transformers import AutoTokenizer
+
+    from hf_multiexit.data import load_text_files, make_collator
+
+    model = MultiExitBertForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    data = load_text_files(validation_file=calibration, label_names=["0", "1"], tokenizer=tokenizer, max_length=32)
+    logits, labels = all_exit_logits(model, data["validation"], make_collator(tokenizer))
+    layer = static["setting"].get("exit_layer", 4)
+    drop = f1_score(labels, logits[:, -1].argmax(-1), average="macro") - f1_score(
+        labels, logits[:, layer - 1].argmax(-1), average="macro")
+    assert static["empirical_risk"] == pytest.approx(drop)
