@@ -21,6 +21,7 @@ from hf_multiexit import MultiExitBertForSequenceClassification, PabeeConfig
 from hf_multiexit.cli import main
 from hf_multiexit.io import atomic_save_pretrained
 from hf_multiexit.train import DataArguments, ModelArguments, run_training
+from test_checkpoints import BLOCK_HF_MULTIEXIT
 from test_modeling import tiny_config
 from toy_training import toy_model
 
@@ -363,16 +364,8 @@ def test_evaluate_still_runs_a_multi_exit_checkpoint(tmp_path, tiny_checkpoint):
 
 
 # ------------------------------------------------------------------------------------------------- truncated weights
-REMOTE_LOAD = textwrap.dedent(
+REMOTE_LOAD = BLOCK_HF_MULTIEXIT + textwrap.dedent(
     """
-    import sys
-
-    class BlockHfMultiexit:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "hf_multiexit":
-                raise ImportError("hf_multiexit is blocked in this process")
-
-    sys.meta_path.insert(0, BlockHfMultiexit())
     from transformers import AutoModelForSequenceClassification
 
     try:
