@@ -35,7 +35,7 @@ def main():
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
 
-    trainer, tokenizer, label_names = build_trainer(model_args, data_args, training_args, method)
+    trainer, tokenizer, label_names, _ = build_trainer(model_args, data_args, training_args, method)
     report = {"method": method}
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

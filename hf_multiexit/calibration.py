@@ -23,11 +23,14 @@ nothing) and whether or not the risk is monotone in the setting (monotonicity on
 Criteria (risk relative to the model's own final exit, so full depth has risk exactly 0):
 
 - `"agreement"`: `L_i = 1[y_hat_i(lambda) != y_hat_i(final)]`, the disagreement rate with full depth. Needs no labels.
-- `"metric"` with a per-sample metric (`PER_SAMPLE_METRICS`: accuracy): `d_i = 1[y_hat_i(lambda) wrong] -
-  1[y_hat_i(final) wrong]` in {-1, 0, 1}, whose mean is the accuracy drop. LTT needs [0, 1], so the test runs on
-  `L_i = (1 + d_i) / 2` against `epsilon' = (1 + epsilon) / 2` (`drop <= epsilon` iff `R' <= epsilon'`); risks are
-  reported as drops. Note that unchanged samples then have loss 1/2, which the bounds treat as variance: this
-  criterion needs far more samples than `"agreement"` for the same budget.
+- `"metric"` with accuracy (`PER_SAMPLE_METRICS`): `L_i = 1[y_hat_i(lambda) wrong AND y_hat_i(final) right]`, the
+  share of answers early exit breaks. Its mean bounds the accuracy drop from above, since
+  `drop = P(early wrong, final right) - P(early right, final wrong) <= P(early wrong, final right) = R`, so
+  `R <= epsilon` with probability `1 - delta` gives `drop <= epsilon` with the same probability, and the loss is
+  0/1 (the exact `binomial_pvalue` applies). Answers early exit fixes are not credited: the bound gives up the
+  second term to keep a loss that is 0 for every unchanged sample (a signed per-sample drop rescaled to [0, 1]
+  would put 1/2 on each of them, which the bounds treat as variance: about 37,000 samples to certify anything
+  at `max_drop=0.01`). Each candidate also reports its `metric_drop`, the plain accuracy drop.
 - `"metric"` with a non-decomposable metric (F1 variants, Matthews correlation, Pearson, Spearman): no per-sample
   loss and no p-value exist, so only `delta=0` is allowed, with `R_hat_k = m(final) - m(lambda_k)`.
 
@@ -60,10 +63,9 @@ import numpy as np
 import torch
 from scipy.special import xlogy
 from scipy.stats import binom
-from sklearn.metrics import f1_score, matthews_corrcoef
 
 from .evaluation import simulate_exits, sweep_parameter
-from .metrics import _correlation
+from .metrics import METRICS
 from .models.multiexit_bert import EXIT_STRATEGIES, ExitConfig
 from .models.multiexit_bert.exit_strategies import MULTI_LABEL, REGRESSION, entropy, resolve_problem_type
 
@@ -73,6 +75,7 @@ __all__ = [
     "METRICS",
     "P_VALUES",
     "PER_SAMPLE_METRICS",
+    "STRATEGIES",
     "CalibrationResult",
     "CandidateExits",
     "CandidateResult",
@@ -95,27 +98,13 @@ FULL_DEPTH: dict[str, Any] = {"exit_strategy": "none"}
 """The fallback setting: every sample runs every layer (risk 0 under both criteria)."""
 
 
-def _f1(average: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    return lambda labels, predictions: float(f1_score(labels, predictions, average=average, zero_division=0.0))
-
-
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "accuracy": lambda labels, predictions: float(np.mean(~_mismatch(predictions, labels))),
-    "f1": _f1("binary"),
-    "macro_f1": _f1("macro"),
-    "micro_f1": _f1("micro"),
-    "weighted_f1": _f1("weighted"),
-    "matthews_correlation": lambda labels, predictions: float(matthews_corrcoef(labels, predictions)),
-    "pearson": lambda labels, predictions: _correlation("pearson", predictions.astype(float), labels.astype(float)),
-    "spearmanr": lambda labels, predictions: _correlation("spearmanr", predictions.astype(float), labels.astype(float)),
-}
-"""`metric(labels, predictions)` for the `"metric"` criterion (higher is better), from scikit-learn and SciPy."""
-
 PER_SAMPLE_METRICS = ("accuracy",)
 """Metrics that are the mean of a per-sample score, so that their drop has a per-sample loss LTT can test."""
 
 # Which way each strategy's swept parameter is safer: sort candidates with `reverse=` this to get safest first.
 _SAFEST_FIRST_REVERSE = {"entropy": False, "confidence": True, "patience": True, "static": True}
+STRATEGIES = tuple(_SAFEST_FIRST_REVERSE)
+"""The strategies that can be calibrated: those with one swept parameter that `simulate_exits` can replay."""
 # Thresholds that never let a sample leave early: no entropy is below 0, no top probability above 1.
 _SAFEST_THRESHOLD = {"entropy": 0.0, "confidence": 1.0}
 
@@ -173,8 +162,8 @@ def fixed_sequence_accepts(passes: np.ndarray | Sequence[bool]) -> np.ndarray:
 
 
 def min_calibration_samples(max_drop: float, delta: float) -> int:
-    """The fewest calibration samples with which Hoeffding-Bentkus can accept anything under `"agreement"`: even a
-    candidate without a single loss has `p = (1 - epsilon)^n`, so `n >= ln(delta) / ln(1 - epsilon)` is needed
+    """The fewest calibration samples with which Hoeffding-Bentkus can accept anything with a 0/1 loss (`"agreement"`,
+    or `"metric"` with accuracy): even a candidate without a single loss has `p = (1 - epsilon)^n`, so `n >= ln(delta) / ln(1 - epsilon)` is needed
     (230 for epsilon 0.01, delta 0.1). Below it every calibration falls back to full depth."""
     _check_budget(max_drop)
     if not 0.0 < delta < 1.0:
@@ -186,13 +175,15 @@ def min_calibration_samples(max_drop: float, delta: float) -> int:
 class CandidateResult:
     """One candidate: its `setting`, `empirical_risk` on the calibration split (disagreement rate, or metric drop
     in the metric's units), `p_value` of `R > max_drop` (None where no per-sample loss exists), whether the
-    fixed-sequence walk `accepted` it, and its average exit layer on the calibration split (None if not given)."""
+    fixed-sequence walk `accepted` it, its average exit layer on the calibration split (None if not given), and for
+    the metric criterion with accuracy the plain accuracy drop `metric_drop` (the risk there is its upper bound)."""
 
     setting: Any
     empirical_risk: float
     p_value: float | None
     accepted: bool
     avg_exit_layer: float | None = None
+    metric_drop: float | None = None
 
 
 @dataclass
@@ -326,8 +317,8 @@ def calibrate(
     `predictions` `(n, K)` (or `(n, K, C)` multi-label) are each candidate's predictions, candidates ordered safest
     first; `final_predictions` `(n,)` (`(n, C)`) the final exit's. `criterion="agreement"`: the risk is the
     disagreement rate with the final exit; `"metric"`: the drop of `metric` (a key of `METRICS`) against `labels`,
-    tested through the rescaled per-sample loss `(1 + d_i) / 2` against `(1 + max_drop) / 2` for the metrics in
-    `PER_SAMPLE_METRICS` and only empirically (`delta=0`) for the others (module docstring). Raises `ValueError`
+    tested through the 0/1 loss `1[early wrong AND final right]` that bounds it for accuracy, and only empirically
+    (`delta=0`) for the other metrics (module docstring). Raises `ValueError`
     for a non-decomposable metric with `delta > 0`, naming the metric and the two ways out."""
     if criterion not in CRITERIA:
         raise ValueError(f"Unknown criterion={criterion!r}; valid criteria are {list(CRITERIA)}.")
@@ -358,31 +349,24 @@ def calibrate(
         raise ValueError("criterion='metric' needs the calibration labels (labels=...).")
     labels = np.asarray(labels)
     if metric in PER_SAMPLE_METRICS:
-        if p_value == "binomial" and delta > 0:
-            raise ValueError(
-                "p_value='binomial' needs 0/1 losses, but the metric criterion's rescaled loss (1 + d_i) / 2 is 1/2 "
-                "for unchanged samples; use p_value='hoeffding_bentkus'."
-            )
-        full_wrong = _mismatch(final, labels)
+        final_right = ~_mismatch(final, labels)
         wrong = np.stack([_mismatch(predictions[:, k], labels) for k in range(count)], axis=1)
-        drops = wrong.astype(int) - full_wrong[:, None]
-        risks = drops.mean(axis=0)
-        p_values = _p_values(hoeffding_bentkus_pvalue, (1.0 + risks) / 2.0, len(labels), (1.0 + max_drop) / 2.0)
-        method = None if p_values is None else "hoeffding_bentkus"
-    else:
-        if delta > 0:
-            raise ValueError(
-                f"metric={metric!r} is not a mean of per-sample scores, so its drop has no per-sample loss and "
-                f"Learn-then-Test cannot guarantee it at delta={delta}. Use --criterion agreement (disagreement "
-                f"with the final exit, with the guarantee) or --delta 0 (the empirical {metric} drop on the "
-                "calibration split, without one)."
-            )
-        full = METRICS[metric](labels, final)
-        risks = np.array([full - METRICS[metric](labels, predictions[:, k]) for k in range(count)])
-        p_values, method = None, None
+        result = learn_then_test(wrong & final_right[:, None], max_drop, delta, p_value=p_value, **common)
+        drops = wrong.mean(axis=0) - (1.0 - final_right.mean())
+        candidates = [dataclasses.replace(c, metric_drop=float(d)) for c, d in zip(result.candidates, drops)]
+        return dataclasses.replace(result, criterion=criterion, metric=metric, candidates=candidates)
+    if delta > 0:
+        raise ValueError(
+            f"metric={metric!r} is not a mean of per-sample scores, so its drop has no per-sample loss and "
+            f"Learn-then-Test cannot guarantee it at delta={delta}. Use --criterion agreement (disagreement "
+            f"with the final exit, with the guarantee) or --delta 0 (the empirical {metric} drop on the "
+            "calibration split, without one)."
+        )
+    full = METRICS[metric](labels, final)
+    risks = np.array([full - METRICS[metric](labels, predictions[:, k]) for k in range(count)])
     return _decide(
         criterion=criterion, metric=metric, max_drop=max_drop, delta=delta, n=len(labels), risks=risks,
-        p_values=p_values, p_value_method=method, **common,
+        p_values=None, p_value_method=None, **common,
     )
 
 

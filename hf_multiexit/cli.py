@@ -4,6 +4,8 @@
         --output_dir O [--max_train_samples N] [any TrainingArguments / method option]
     hf-multiexit evaluate --model O --task T [--data_dir D] --exit_strategy S[,S2] [--thresholds a,b,c |
         --patience 1,2,3] [--batch_size B] --output report.json [--plot curve.png]
+    hf-multiexit calibrate --model O [--task T [--data_dir D] | --calibration_file F] --max_drop 0.01 [--delta 0.1]
+        [--criterion agreement|metric] [--strategies entropy,patience,confidence] [--metric M]
     hf-multiexit push --model O --repo_id org/name [--private] [--report report.json] [--card_only README.md]
         [--method M] [--base_model ID] [--license L]
 
@@ -24,7 +26,7 @@ from .trainers import METHODS, get_method
 
 
 def _train(argv: list[str]) -> int:
-    from .train import DataArguments, ModelArguments, run_training
+    from .train import CalibrationArguments, DataArguments, ModelArguments, run_training
 
     pre = argparse.ArgumentParser(prog="hf-multiexit train", add_help=False)
     pre.add_argument("--method", required="-h" not in argv and "--help" not in argv, help=f"One of {sorted(METHODS)}.")
@@ -34,9 +36,11 @@ def _train(argv: list[str]) -> int:
               "for the options of method M.")
         return 0
     config_class, _ = get_method(known.method)
-    parser = HfArgumentParser((ModelArguments, DataArguments, config_class), prog=f"hf-multiexit train --method {known.method}")
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=rest)
-    report = run_training(model_args, data_args, training_args, known.method)
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, CalibrationArguments, config_class), prog=f"hf-multiexit train --method {known.method}"
+    )
+    model_args, data_args, calibration_args, training_args = parser.parse_args_into_dataclasses(args=rest)
+    report = run_training(model_args, data_args, training_args, known.method, calibration_args)
     print(json.dumps({"final": report["final"], "per_exit": report["per_exit"]}, indent=2))
     return 0
 
@@ -51,6 +55,14 @@ def _evaluate(argv: list[str]) -> int:
         item.pop("operating_point")
     print(json.dumps({"full_depth": report["full_depth"], "oracle": report["oracle"], "summary": summary}, indent=2))
     print(f"report: {args.output}" + (f", plot: {args.plot}" if args.plot else ""))
+    return 0
+
+
+def _calibrate(argv: list[str]) -> int:
+    from .calibrate_model import CalibrateArguments, run_calibration
+
+    (args,) = HfArgumentParser(CalibrateArguments, prog="hf-multiexit calibrate").parse_args_into_dataclasses(args=argv)
+    print(json.dumps(run_calibration(args), indent=2))
     return 0
 
 
@@ -82,7 +94,7 @@ def _push(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "push": _push}
+COMMANDS = {"train": _train, "evaluate": _evaluate, "calibrate": _calibrate, "push": _push}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ avg_exit_layer, layer_speedup (= L / avg_exit_layer), flops_speedup, wall_speedu
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -29,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .flops import full_depth_flops, sample_flops
-from .metrics import logits_metrics, primary_metric
+from .metrics import METRICS, check_metric, logits_metrics, primary_metric
 from .models.multiexit_bert import EXIT_STRATEGIES, ExitConfig
 from .models.multiexit_bert.exit_strategies import REGRESSION, SINGLE_LABEL, build_exit_strategy, resolve_problem_type
 
@@ -39,6 +38,7 @@ __all__ = [
     "TradeoffEvaluator",
     "all_exit_logits",
     "EvaluateArguments",
+    "DEFAULT_GRID_STEP",
     "default_sweep_values",
     "evaluate_tradeoff",
     "oracle_exits",
@@ -208,21 +208,33 @@ def sweep_parameter(strategy: str) -> str | None:
     return parameters[0] if parameters else None
 
 
-def default_sweep_values(strategy: str, model_config) -> list:
-    """A sweep grid that spans a strategy's range on this model: every exit layer (static), patience
-    0..E-1, entropy thresholds 0..ln C (12 steps), confidence 0.5..0.99."""
-    grids = {
-        "exit_layer": lambda: list(model_config.exit_layers),
-        "patience": lambda: list(range(len(model_config.exit_layers))),
-        "entropy_threshold": lambda: [round(float(v), 4) for v in np.linspace(0.0, math.log(model_config.num_labels), 12)],
-        "confidence_threshold": lambda: [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99],
-    }
+DEFAULT_GRID_STEP = 0.25
+"""Largest layer speed-up step between consecutive default thresholds of a sweep: about 20 points from full depth to
+6x on a 6-layer model, each timed by real runs when `wall_clock`."""
+
+
+def default_sweep_values(strategy: str, model_config, all_logits: np.ndarray, max_step: float = DEFAULT_GRID_STEP) -> list:
+    """A sweep grid that spans a strategy's range on this model and data: every exit layer (static), patience
+    0..E-1, and for entropy, confidence and skip's entropy threshold the quantile grid of
+    `calibration.candidate_values` on the exit scores of `all_logits` `(N, E, C)`: thresholds placed on the data
+    so that consecutive points differ in layer speed-up by at most `max_step` (where ties allow), from full depth
+    to every sample at its first exit. (A fixed grid such as 12 linear entropies up to ln C crowds its points where
+    this model's entropies are not: one 4-class task jumped from about 2x to 6x in one step.) Skip's grid uses the
+    entropies without gates, so its points' speed-ups are only roughly spaced."""
+    from .calibration import candidate_values  # calibration replays strategies with this module's simulate_exits
+
     parameter = sweep_parameter(strategy)
     if parameter is None:
         return [None]
-    if parameter not in grids:
-        raise ValueError(f"No default sweep for exit_strategy={strategy!r} ({parameter}); pass the values.")
-    return grids[parameter]()
+    if parameter == "exit_layer":
+        return list(model_config.exit_layers)
+    if parameter == "patience":
+        return list(range(len(model_config.exit_layers)))
+    if parameter == "entropy_threshold":
+        return candidate_values(all_logits, model_config, "entropy", max_step)
+    if parameter == "confidence_threshold":
+        return candidate_values(all_logits, model_config, "confidence", max_step)
+    raise ValueError(f"No default sweep for exit_strategy={strategy!r} ({parameter}); pass the values.")
 
 
 class TradeoffEvaluator:
@@ -241,7 +253,10 @@ class TradeoffEvaluator:
     is the fastest full-depth pass seen.
     """
 
-    def __init__(self, model, dataset, collator, task: str | None = None, batch_size: int = 32, repeats: int = 1, progress: bool = True):
+    def __init__(
+        self, model, dataset, collator, task: str | None = None, batch_size: int = 32, repeats: int = 1,
+        progress: bool = True, metric: str | None = None,
+    ):
         if batch_size < 1 or repeats < 1:
             raise ValueError(f"batch_size={batch_size} and repeats={repeats} must be positive integers.")
         if len(dataset) == 0:
@@ -250,6 +265,7 @@ class TradeoffEvaluator:
         self.config = model.config
         self.task, self.batch_size, self.repeats, self.progress = task, batch_size, repeats, progress
         self.problem_type = resolve_problem_type(self.config)
+        self.metric = check_metric(metric, task, self.config.num_labels)
         self.num_layers = self.config.num_hidden_layers
         self.all_logits, self.labels = all_exit_logits(model, dataset, collator, batch_size, self._describe("all exits"))
         if self.labels is None:
@@ -263,7 +279,7 @@ class TradeoffEvaluator:
         return what if self.progress else None
 
     def _metrics(self, logits: np.ndarray) -> dict[str, float]:
-        return logits_metrics(self.task, self.problem_type, logits, self.labels)
+        return logits_metrics(self.task, self.problem_type, logits, self.labels, self.metric)
 
     def _run(self, **exit_kwargs) -> InferenceResult:
         return run_inference(self.model, self.dataset, self.collator, self.batch_size, **exit_kwargs)
@@ -282,7 +298,8 @@ class TradeoffEvaluator:
 
     @property
     def primary_metric(self) -> str:
-        return primary_metric(self.task or ("regression" if self.problem_type == REGRESSION else "classification"), self.problem_type == REGRESSION)
+        regression = self.problem_type == REGRESSION
+        return primary_metric(self.task or ("regression" if regression else "classification"), regression, self.metric)
 
     def per_exit(self) -> list[dict]:
         return [
@@ -331,18 +348,38 @@ class TradeoffEvaluator:
             point["exit_agreement"] = float((real.exit_layers == exit_layers).mean())
         return point
 
-    def sweep(self, strategies: Mapping[str, Sequence | None], wall_clock: bool = True) -> list[dict]:
-        """Points for every strategy and value; a strategy mapped to None gets `default_sweep_values`."""
+    def sweep(
+        self, strategies: Mapping[str, Sequence | None], wall_clock: bool = True, grid_step: float = DEFAULT_GRID_STEP
+    ) -> list[dict]:
+        """Points for every strategy and value; a strategy mapped to None gets `default_sweep_values` on this
+        evaluation set's exit statistics, with speed-up steps of at most `grid_step`. The model's saved rule is
+        added to the sweep of its strategy (`_with_saved_rule`)."""
         for strategy, values in strategies.items():
             if values is not None and not values:
                 raise ValueError(f"No values to sweep for exit_strategy={strategy!r}.")
         settings = [
             (strategy, value)
             for strategy, values in strategies.items()
-            for value in (default_sweep_values(strategy, self.config) if values is None else values)
+            for value in self._with_saved_rule(
+                strategy,
+                default_sweep_values(strategy, self.config, self.all_logits, grid_step) if values is None else values,
+            )
         ]
         bar = tqdm(settings, desc="sweep", disable=not self.progress, leave=False)
         return [self.point(strategy, value, wall_clock) for strategy, value in bar]
+
+    def _with_saved_rule(self, strategy: str, values: Sequence) -> list:
+        """`values`, plus the model's saved rule (`model.exit_config`) last when it is this strategy and not among
+        them: the report then always measures what `model(**batch)` does, which the model card states."""
+        saved = self.model.exit_config
+        parameter = sweep_parameter(strategy)
+        values = list(values)
+        if saved.exit_strategy != strategy or parameter is None:
+            return values
+        value = getattr(saved, parameter)
+        if any(np.isclose(value, v, rtol=1e-6, atol=1e-9) for v in values if v is not None):
+            return values
+        return values + [value]
 
     def report(self, points: list[dict]) -> dict:
         """`report.json`: the contract's fields plus the oracle bound, sample count and batch size."""
@@ -366,11 +403,12 @@ class TradeoffEvaluator:
 
 def evaluate_tradeoff(
     model, dataset, collator, strategies: Mapping[str, Sequence | None], task: str | None = None, batch_size: int = 32,
-    wall_clock: bool = True, repeats: int = 1, progress: bool = True,
+    wall_clock: bool = True, repeats: int = 1, progress: bool = True, metric: str | None = None,
+    grid_step: float = DEFAULT_GRID_STEP,
 ) -> dict:
     """The whole report of `hf-multiexit evaluate` for `strategies` (`{strategy: values or None for defaults}`)."""
-    evaluator = TradeoffEvaluator(model, dataset, collator, task, batch_size, repeats, progress)
-    return evaluator.report(evaluator.sweep(strategies, wall_clock))
+    evaluator = TradeoffEvaluator(model, dataset, collator, task, batch_size, repeats, progress, metric)
+    return evaluator.report(evaluator.sweep(strategies, wall_clock, grid_step))
 
 
 def _interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
@@ -380,14 +418,26 @@ def _interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
     return float(np.interp(x, xs, ys))
 
 
+def _fastest_within(points: list[dict], name: str, full: float, floor: float) -> tuple[dict | None, float | None]:
+    """The point with the largest layer speed-up whose metric is at least `floor`, and that speed-up: 1.0 (full
+    depth) when no point but full depth reaches it, None when not even full depth does."""
+    best = max((p for p in points if p["metrics"][name] >= floor), key=lambda p: p["layer_speedup"], default=None)
+    return best, best["layer_speedup"] if best is not None else (1.0 if full >= floor else None)
+
+
 def tradeoff_summary(
-    report: dict, strategy: str, speedups: Sequence[float] = (1.5, 2.0), tolerance: float = 0.01, reference: float | None = None
+    report: dict, strategy: str, speedups: Sequence[float] = (1.5, 2.0), tolerance: float = 0.01,
+    reference: float | None = None, margins: Sequence[float] = (0.5, 1.0, 2.0),
 ) -> dict:
     """One strategy's curve in numbers: the primary metric at the given layer speed-ups (linear interpolation
     between sweep points, None beyond the largest), and the point with the largest layer speed-up whose metric is
     within `tolerance` (absolute, 0.01 = one accuracy point) of `reference` (default: this model at full depth;
     e.g. the same backbone fine-tuned without exits), with its measured wall-clock speed-up if it has one. That
-    speed-up is 1.0 when only full depth is within `tolerance`, and None when not even full depth is."""
+    speed-up is 1.0 when only full depth is within `tolerance`, and None when not even full depth is.
+
+    `fastest_within` finds the knee: for each margin in `margins` (in points, 1 = 0.01 of the metric) the fastest
+    point within it of `reference`, as `{layer_speedup, wall_speedup, params, metric}` (`params` None and speed-up
+    1.0 when only full depth is within it; None when nothing is)."""
     name = report["primary_metric"]
     full = report["full_depth"]["metrics"][name]
     reference = full if reference is None else reference
@@ -399,15 +449,24 @@ def tradeoff_summary(
     ys = [full] + [p["metrics"][name] for p in points]
     order = np.argsort(xs, kind="stable")
     xs, ys = [xs[i] for i in order], [ys[i] for i in order]
-    floor = reference - tolerance - 1e-12
-    best = max((p for p in points if p["metrics"][name] >= floor), key=lambda p: p["layer_speedup"], default=None)
+    best, speedup = _fastest_within(points, name, full, reference - tolerance - 1e-12)
+    fastest = {}
+    for margin in margins:
+        point, layer_speedup = _fastest_within(points, name, full, reference - margin / 100 - 1e-12)
+        fastest[f"{margin:g}"] = None if layer_speedup is None else {
+            "layer_speedup": layer_speedup,
+            "wall_speedup": None if point is None else point.get("wall_speedup"),
+            "params": None if point is None else point.get("params"),
+            "metric": full if point is None else point["metrics"][name],
+        }
     return {
         "metric": name,
         "full_depth": full,
         "reference": reference,
         "at_speedup": {str(s): _interpolate(xs, ys, s) for s in speedups},
-        "speedup_within_tolerance": best["layer_speedup"] if best is not None else (1.0 if full >= floor else None),
+        "speedup_within_tolerance": speedup,
         "operating_point": best,
+        "fastest_within": fastest,
     }
 
 
@@ -458,6 +517,21 @@ def _parse_values(text: str | None, convert, flag: str) -> list | None:
         raise ValueError(f"--{flag}={text!r} must be a comma-separated list of numbers, e.g. 0.1,0.3,0.5.") from None
 
 
+def resolve_device(name: str) -> str:
+    """`--device`: "auto" is the accelerator torch finds (CUDA, XPU, MPS, ...), else the CPU; anything else must
+    name a device torch knows and that is present here."""
+    if name == "auto":
+        accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+        return "cpu" if accelerator is None else accelerator.type
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device={name!r} is not a device name: use 'auto', 'cpu', 'cuda', 'cuda:1', ... ({err})") from None
+    if device.type != "cpu" and not (torch.accelerator.is_available() and torch.accelerator.current_accelerator().type == device.type):
+        raise ValueError(f"--device={name!r}: no {device.type} device is available here; use --device cpu (or auto).")
+    return name
+
+
 @dataclass
 class EvaluateArguments:
     """`hf-multiexit evaluate`: a trade-off sweep of a trained multi-exit model on a validation set."""
@@ -465,12 +539,17 @@ class EvaluateArguments:
     model: str = field(metadata={"help": "A saved multi-exit model folder (or Hub id)."})
     output: str = field(metadata={"help": "Where to write report.json."})
     exit_strategy: str = field(
-        default="entropy",
-        metadata={"help": f"Strategy, or comma-separated strategies, to sweep: {list(EXIT_STRATEGIES)}."},
+        default="entropy,static",
+        metadata={"help": f"Strategy, or comma-separated strategies, to sweep: {list(EXIT_STRATEGIES)} (default "
+                  "entropy and static: a single intermediate exit sometimes beats the final one)."},
     )
     thresholds: str | None = field(
         default=None,
-        metadata={"help": "Comma-separated thresholds for entropy/confidence/skip (default: a grid over the range)."},
+        metadata={"help": "Comma-separated thresholds for entropy/confidence/skip (default: thresholds placed on this "
+                  "data's exit statistics, consecutive points at most --grid_step apart in layer speed-up)."},
+    )
+    grid_step: float = field(
+        default=DEFAULT_GRID_STEP, metadata={"help": "Largest layer speed-up step of the default threshold grids."}
     )
     patience: str | None = field(default=None, metadata={"help": "Comma-separated patience values (default 0..E-1)."})
     exit_layers: str | None = field(default=None, metadata={"help": "Comma-separated layers for static (default: all exits)."})
@@ -482,6 +561,11 @@ class EvaluateArguments:
     validation_file: str | None = field(default=None, metadata={"help": "CSV/TSV/JSON(L) evaluation file (non-GLUE)."})
     text_columns: list[str] = field(default_factory=lambda: ["sentence"], metadata={"help": "Text column(s) of the file."})
     label_column: str = field(default="label", metadata={"help": "Label column of the file."})
+    metric: str | None = field(
+        default=None,
+        metadata={"help": f"Primary metric, one of {list(METRICS)} (default: the task's GLUE metric, else accuracy or "
+                  "pearson): reported first per exit and per point, and the one the summary's speed-ups are read at."},
+    )
     max_length: int = field(default=128, metadata={"help": "Maximum tokens per example."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N examples."})
     batch_size: int = field(default=32, metadata={"help": "Inference batch size."})
@@ -489,6 +573,8 @@ class EvaluateArguments:
         "help": "Timed rounds per setting, each one pass of the setting and one at full depth (the fastest of each counts)."})
     wall_clock: bool = field(default=True, metadata={"help": "Time a real early-exit run at every point."})
     plot: str | None = field(default=None, metadata={"help": "Also write the trade-off plot (PNG) here."})
+    device: str = field(default="auto", metadata={
+        "help": "Device to run on: 'auto' (the accelerator torch finds, else the CPU), 'cpu', 'cuda', 'cuda:1', ..."})
 
     _flags = {"entropy_threshold": "thresholds", "confidence_threshold": "thresholds", "patience": "patience",
               "exit_layer": "exit_layers"}
@@ -510,12 +596,14 @@ class EvaluateArguments:
                 raise ValueError(f"--{flag} is given, but no strategy in --exit_strategy={self.exit_strategy!r} reads "
                                  f"it; add {' or '.join(readers)} to --exit_strategy or leave --{flag} out.")
         self.check_sweep()
+        check_metric(self.metric, self.task)
         check_model_path(self.model, "--model", "the --output_dir of `hf-multiexit train` (or a Hub model id)")
         if (self.task is None) == (self.validation_file is None):
             raise ValueError("Give exactly one of --task (a GLUE task) and --validation_file.")
         for name in ("batch_size", "repeats", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}={getattr(self, name)} must be a positive integer.")
+        self.device = resolve_device(self.device)
 
     def check_sweep(self, model_config=None) -> None:
         """Checks every value given to sweep, so that a bad one fails before anything is loaded: its range, and with
@@ -551,32 +639,42 @@ def load_evaluation_set(args: EvaluateArguments, model, tokenizer):
     return data
 
 
+def trained_model_config(model: str, command: str, why: str):
+    """The config of a trained multi-exit model given as `--model`, read before the weights; a folder without
+    config.json or a plain (non multi-exit) checkpoint is refused, saying that `why` (its exits are untrained)."""
+    from transformers import AutoConfig
+
+    from .models.multiexit_bert import AUTO_FAMILIES
+
+    if os.path.isdir(model) and not os.path.exists(os.path.join(model, "config.json")):
+        raise FileNotFoundError(f"--model={model!r} has no config.json: it is not a saved model folder.")
+    config = AutoConfig.from_pretrained(model)
+    if type(config) not in AUTO_FAMILIES:
+        raise ValueError(
+            f"--model {model!r} is a plain {config.model_type!r} checkpoint, not a multi-exit one: its exits were "
+            f"never trained (loading it gives them random weights), so {why}. Train it first, e.g. `hf-multiexit "
+            f"train --method pabee --model_name_or_path {model} --output_dir OUT ...`, and {command} OUT."
+        )
+    return config
+
+
 def run_evaluation(args: EvaluateArguments) -> dict:
     """Loads the model and data, sweeps, writes `report.json` (and the plot) atomically, returns the report."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from .data import make_collator
     from .io import atomic_write_json
     from .models.multiexit_bert import AUTO_FAMILIES
 
-    if os.path.isdir(args.model) and not os.path.exists(os.path.join(args.model, "config.json")):
-        raise FileNotFoundError(f"--model={args.model!r} has no config.json: it is not a saved model folder.")
-    config = AutoConfig.from_pretrained(args.model)
-    if type(config) not in AUTO_FAMILIES:
-        raise ValueError(
-            f"--model {args.model!r} is a plain {config.model_type!r} checkpoint, not a multi-exit one: its exits were "
-            "never trained (loading it gives them random weights), so a trade-off would measure noise. Train it first, "
-            f"e.g. `hf-multiexit train --method pabee --model_name_or_path {args.model} --output_dir OUT ...`, and "
-            "evaluate OUT."
-        )
+    config = trained_model_config(args.model, "evaluate", "a trade-off would measure noise")
     args.check_sweep(config)
     _, classifier_class = AUTO_FAMILIES[type(config)]
-    model = classifier_class.from_pretrained(args.model, config=config)
+    model = classifier_class.from_pretrained(args.model, config=config).to(args.device)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     data = load_evaluation_set(args, model, tokenizer)
     report = evaluate_tradeoff(
         model, data, make_collator(tokenizer), args.sweep, task=args.task, batch_size=args.batch_size,
-        wall_clock=args.wall_clock, repeats=args.repeats,
+        wall_clock=args.wall_clock, repeats=args.repeats, metric=args.metric, grid_step=args.grid_step,
     )
     report["model"] = args.model
     if args.plot:

@@ -249,6 +249,38 @@ def _trade_off(report: dict[str, Any], exit_config: ExitConfig, primary: str | N
     return header, rows, default_point, advice
 
 
+def _calibration_note(
+    record: dict[str, Any] | None, default_point: dict[str, Any] | None, final: dict[str, Any], primary: str | None,
+    measured_on: str,
+) -> str | None:
+    """What the saved rule's calibration record (`ExitConfig.calibration`) claims, next to what the report measured
+    for that rule; None for a rule that was not calibrated."""
+    if not record:
+        return None
+    risk = "disagreement with full depth" if record["criterion"] == "agreement" else f"{record['metric']} drop"
+    data = record.get("data", {})
+    where = ("training examples held out before training" if data.get("source") == "held-out training split"
+             else "examples of a calibration file")
+    if record["method"] == "learn_then_test":
+        claim = (f"its {risk} on new data of the same distribution is at most {record['max_drop']:g} with probability "
+                 f"at least {1 - record['delta']:g} (Learn-then-Test, Angelopoulos et al. 2021, as in CALM, Schuster "
+                 "et al. 2022)")
+    else:
+        claim = f"its {risk} was at most {record['max_drop']:g} on those examples (an empirical pick: no guarantee)"
+    if record["fallback"]:
+        note = (f"`hf-multiexit calibrate` certified no early-exit setting on {record['n']} {where} within a budget "
+                f"of {record['max_drop']:g} ({risk}), so the saved rule is full depth.")
+    else:
+        note = (f"It was chosen by `hf-multiexit calibrate` on {record['n']} {where}, as the fastest of "
+                f"{', '.join(record['strategies'])} for which {claim}; there it had a {risk} of "
+                f"{record['empirical_risk']:.4f} and {record['layer_speedup']:.2f}x fewer layers.")
+    if default_point is not None and primary in final:
+        wall = "" if default_point.get("wall_speedup") is None else f", {default_point['wall_speedup']:.2f}x wall-clock"
+        note += (f" Measured on {measured_on}: {primary} {_number(default_point['metrics'][primary])} vs. "
+                 f"{_number(final[primary])} at full depth, {default_point['layer_speedup']:.2f}x fewer layers{wall}.")
+    return note
+
+
 def _card_eval_results(task: str | None, final: dict[str, Any], default_point: dict[str, Any] | None, num_layers: int):
     """`model-index` entries: the final exit (full depth) and, when the report measured it, the saved exit rule."""
     if task not in GLUE_TASKS:
@@ -367,6 +399,11 @@ def build_model_card(
         trade_off_rows=trade_off_rows,
         plot=PLOT_NAME if report and report.get("plot") else None,
         advice=advice,
+        calibration_note=_calibration_note(
+            exit_config.calibration, default_point, final, primary,
+            f"GLUE {GLUE_TASKS[task].folder} {get_glue_task(task).validation_splits[0]}" if task in GLUE_TASKS
+            else "the evaluation set",
+        ),
         batch_size=(report or {}).get("batch_size"),
         oracle=((report or {}).get("oracle") or {}).get("agree_final"),
         training=training,

@@ -17,6 +17,12 @@ any other (custom) regression task      ``pearson``, ``spearmanr``
 ======================================  ==============================
 
 F1 is binary F1 of the positive class (id 1: ``equivalent`` / ``duplicate``), as in GLUE.
+
+A custom task may choose its metric (``metric=``, the ``--metric`` flag of train/evaluate/calibrate) from
+:data:`METRICS`: ``accuracy``, ``f1`` (binary), ``macro_f1``, ``micro_f1``, ``weighted_f1``,
+``matthews_correlation`` for classification, ``pearson``, ``spearmanr`` for regression. It becomes the primary
+metric and is reported first, beside the defaults above. A GLUE task keeps its metrics; ``metric=`` may only pick
+one of them as the primary metric (e.g. ``accuracy`` for MRPC instead of ``f1``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,17 @@ import numpy as np
 from .data import GLUE_TASKS, _normalize_task_name
 from .models.multiexit_bert.exit_strategies import MULTI_LABEL, REGRESSION
 
-__all__ = ["compute_metrics", "logits_metrics", "logits_to_predictions", "metric_names", "primary_metric"]
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "METRICS",
+    "REGRESSION_METRICS",
+    "check_metric",
+    "compute_metrics",
+    "logits_metrics",
+    "logits_to_predictions",
+    "metric_names",
+    "primary_metric",
+]
 
 _GENERIC_KINDS = {"classification": False, "regression": True}
 
@@ -72,24 +88,27 @@ def _resolve(task_or_metric_kind: str, is_regression: bool | None,
     return (("pearson", "spearmanr") if regression else ("accuracy",)), regression
 
 
-def metric_names(task_or_metric_kind: str, is_regression: bool = False) -> tuple[str, ...]:
+def metric_names(task_or_metric_kind: str, is_regression: bool = False, metric: str | None = None) -> tuple[str, ...]:
     """The keys :func:`compute_metrics` returns for a GLUE task, ``"classification"``,
-    ``"regression"`` or a custom task (whose kind ``is_regression`` gives)."""
+    ``"regression"`` or a custom task (whose kind ``is_regression`` gives): ``metric`` first, then the defaults."""
     key = _normalize_task_name(task_or_metric_kind)
     if key in GLUE_TASKS:
-        return GLUE_TASKS[key].metrics
-    regression = _GENERIC_KINDS.get(key, is_regression)
-    return ("pearson", "spearmanr") if regression else ("accuracy",)
+        names = GLUE_TASKS[key].metrics
+    else:
+        names = ("pearson", "spearmanr") if _GENERIC_KINDS.get(key, is_regression) else ("accuracy",)
+    return tuple(dict.fromkeys((metric, *names))) if metric else names
 
 
-def primary_metric(task: str, is_regression: bool = False) -> str:
+def primary_metric(task: str, is_regression: bool = False, metric: str | None = None) -> str:
     """The metric used to rank checkpoints: GLUE's main number for the task.
 
     ``cola``: ``matthews_correlation``; ``stsb``: ``pearson``; ``mrpc``/``qqp``: ``f1`` (their
     classes are unbalanced, so F1 is the more telling of GLUE's two numbers); other GLUE tasks:
     ``accuracy``. A custom task: ``pearson`` if ``is_regression`` (or ``task="regression"``),
-    else ``accuracy``. Higher is better for all of them.
+    else ``accuracy``. A chosen ``metric`` (see :func:`check_metric`) replaces these. Higher is better for all.
     """
+    if metric:
+        return metric
     key = _normalize_task_name(task)
     if key in GLUE_TASKS:
         return GLUE_TASKS[key].primary_metric
@@ -135,12 +154,81 @@ def _correlation(kind: str, predictions: np.ndarray, labels: np.ndarray) -> floa
     return float(fn(predictions, labels)[0])
 
 
+def _accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    # Exact match: a multi-label row (trailing dimensions) is right only when every label is.
+    same = np.asarray(predictions) == np.asarray(labels)
+    return float(same.reshape(same.shape[0], -1).all(axis=1).mean())
+
+
+def _f1(average: str):
+    def f1(labels: np.ndarray, predictions: np.ndarray) -> float:
+        from sklearn.metrics import f1_score
+
+        return float(f1_score(labels, predictions, average=average, zero_division=0.0))
+
+    return f1
+
+
+def _matthews(labels: np.ndarray, predictions: np.ndarray) -> float:
+    from sklearn.metrics import matthews_corrcoef
+
+    return float(matthews_corrcoef(labels, predictions))
+
+
+def _correlation_metric(kind: str):
+    return lambda labels, predictions: _correlation(kind, np.asarray(predictions, float), np.asarray(labels, float))
+
+
+CLASSIFICATION_METRICS = ("accuracy", "f1", "macro_f1", "micro_f1", "weighted_f1", "matthews_correlation")
+REGRESSION_METRICS = ("pearson", "spearmanr")
+METRICS = {
+    "accuracy": _accuracy,
+    "f1": _f1("binary"),
+    "macro_f1": _f1("macro"),
+    "micro_f1": _f1("micro"),
+    "weighted_f1": _f1("weighted"),
+    "matthews_correlation": _matthews,
+    "pearson": _correlation_metric("pearson"),
+    "spearmanr": _correlation_metric("spearmanr"),
+}
+"""``metric(labels, predictions) -> float`` (higher is better), from scikit-learn and SciPy: the names ``--metric``
+accepts, the GLUE names among them. ``f1`` is binary F1 of class id 1."""
+
+
+def check_metric(metric: str | None, task: str | None = None, num_labels: int | None = None) -> str | None:
+    """Validates a ``--metric`` choice and returns it: a key of :data:`METRICS` that fits the problem (regression
+    when ``num_labels == 1``), ``f1`` only with 2 classes, and for a GLUE ``task`` one of that task's metrics.
+    ``None`` passes (the defaults). Raises ``ValueError`` naming the value and the valid choices."""
+    if metric is None:
+        return None
+    if metric not in METRICS:
+        raise ValueError(f"Unknown metric={metric!r}; valid metrics are {list(METRICS)}.")
+    if task is not None and _normalize_task_name(task) in GLUE_TASKS:
+        spec = GLUE_TASKS[_normalize_task_name(task)]
+        if metric not in spec.metrics:
+            raise ValueError(
+                f"metric={metric!r} is not a metric of GLUE task {spec.name}, which reports {list(spec.metrics)}; "
+                "GLUE tasks keep their metrics (--metric is for custom files, or picks one of these)."
+            )
+        return metric
+    if num_labels is not None:
+        # Binary F1 scores class 1 against the rest, which is meaningless with more than two classes.
+        valid = REGRESSION_METRICS if num_labels == 1 else tuple(
+            name for name in CLASSIFICATION_METRICS if name != "f1" or num_labels == 2
+        )
+        if metric not in valid:
+            kind = "regression" if num_labels == 1 else f"classification with {num_labels} classes"
+            raise ValueError(f"metric={metric!r} does not fit {kind}; valid metrics there are {list(valid)}.")
+    return metric
+
+
 def compute_metrics(
     task_or_metric_kind: str,
     predictions: Any,
     labels: Any,
     *,
     is_regression: bool | None = None,
+    metric: str | None = None,
 ) -> dict[str, float]:
     """Compute GLUE metrics (Wang et al., 2019) for one set of predictions.
 
@@ -152,6 +240,8 @@ def compute_metrics(
         labels: gold class ids or scores, shape ``(n,)``.
         is_regression: only needed for a custom task; if omitted there, floating-point
             predictions mean regression and integer ones classification.
+        metric: a key of :data:`METRICS` computed first, beside the task's own metrics
+            (:func:`check_metric` says which fit).
 
     Returns:
         ``{metric name: value}`` with plain Python floats (see the module docstring for the
@@ -178,10 +268,17 @@ def compute_metrics(
         raise ValueError("cannot compute metrics on zero examples")
 
     names, regression = _resolve(task_or_metric_kind, is_regression, preds)
+    if metric is not None:
+        check_metric(metric, task_or_metric_kind, 1 if regression else None)
+        if (metric in REGRESSION_METRICS) != regression:
+            kind = "regression" if regression else "classification"
+            raise ValueError(f"metric={metric!r} does not fit {kind} predictions; valid metrics there are "
+                             f"{list(REGRESSION_METRICS if regression else CLASSIFICATION_METRICS)}.")
+        names = tuple(dict.fromkeys((metric, *names)))
     if regression:
         preds = preds.astype(np.float64)
         gold = gold.astype(np.float64)
-        return {name: _correlation(name, preds, gold) for name in names}
+        return {name: METRICS[name](gold, preds) for name in names}
 
     for what, arr in (("predictions", preds), ("labels", gold)):
         if np.issubdtype(arr.dtype, np.floating) and not np.all(np.mod(arr, 1) == 0):
@@ -191,29 +288,22 @@ def compute_metrics(
             )
     preds = preds.astype(np.int64)
     gold = gold.astype(np.int64)
-
-    from sklearn.metrics import f1_score, matthews_corrcoef
-
-    result: dict[str, float] = {}
-    for name in names:
-        if name == "accuracy":
-            result[name] = float(np.mean(preds == gold))
-        elif name == "f1":
-            result[name] = float(f1_score(gold, preds, zero_division=0.0))
-        elif name == "matthews_correlation":
-            result[name] = float(matthews_corrcoef(gold, preds))
-        else:  # pragma: no cover - the registry only names the metrics above
-            raise AssertionError(name)
-    return result
+    return {name: METRICS[name](gold, preds) for name in names}
 
 
-def logits_metrics(task: str | None, problem_type: str, logits: Any, labels: Any) -> dict[str, float]:
+def logits_metrics(
+    task: str | None, problem_type: str, logits: Any, labels: Any, metric: str | None = None
+) -> dict[str, float]:
     """Metrics of one exit's logits ``(n, C)`` for a model's ``problem_type``: the GLUE metrics of ``task``
-    (or of ``"classification"``/``"regression"`` when ``task`` is None); multi-label models get exact-match
-    accuracy of the thresholded logits (``z > 0``)."""
+    (or of ``"classification"``/``"regression"`` when ``task`` is None), with ``metric`` first when given;
+    multi-label models get exact-match accuracy of the thresholded logits (``z > 0``)."""
     logits = _to_numpy(logits)
     if problem_type == MULTI_LABEL:
-        return {"accuracy": float(((logits > 0) == (_to_numpy(labels) > 0.5)).all(-1).mean())}
+        if metric not in (None, "accuracy"):
+            raise ValueError(f"metric={metric!r}: multi-label models report exact-match 'accuracy' only.")
+        return {"accuracy": _accuracy(_to_numpy(labels) > 0.5, logits > 0)}
     is_regression = problem_type == REGRESSION
     predictions = logits_to_predictions(logits, is_regression)
-    return compute_metrics(task or ("regression" if is_regression else "classification"), predictions, labels)
+    return compute_metrics(
+        task or ("regression" if is_regression else "classification"), predictions, labels, metric=metric
+    )

@@ -21,6 +21,7 @@ from hf_multiexit import MultiExitBertForSequenceClassification, PabeeConfig
 from hf_multiexit.cli import main
 from hf_multiexit.io import atomic_save_pretrained
 from hf_multiexit.train import DataArguments, ModelArguments, run_training
+from test_checkpoints import BLOCK_HF_MULTIEXIT
 from test_modeling import tiny_config
 from toy_training import toy_model
 
@@ -176,7 +177,15 @@ def class_names_with_glue_task(tmp, checkpoint, monkeypatch):
     )
 
 
-CASES = [missing_file, unreadable_file, wrong_columns, empty_split, unknown_label, nan_regression_label, non_utf8_bytes,
+def unknown_metric(tmp, checkpoint, monkeypatch):
+    return {"metric": "auc"}, ValueError, r"Unknown metric='auc'; valid metrics are \['accuracy', 'f1', 'macro_f1'"
+
+
+def metric_not_fitting_the_classes(tmp, checkpoint, monkeypatch):
+    return {"metric": "pearson"}, ValueError, r"metric='pearson' does not fit classification with 2 classes"
+
+
+CASES = [unknown_metric, metric_not_fitting_the_classes, missing_file, unreadable_file, wrong_columns, empty_split, unknown_label, nan_regression_label, non_utf8_bytes,
          max_length_above_positions, truncated_weights, newer_exit_config, missing_model_folder, duplicated_column,
          label_only_in_validation, string_labels, class_names_with_glue_task]
 
@@ -227,6 +236,19 @@ def test_good_input_trains(tmp_path, tiny_checkpoint):
     """The baseline the cases change one thing of: it trains and saves."""
     run_api(training_options(tmp_path, tiny_checkpoint))
     assert (tmp_path / "out" / "config.json").is_file() and (tmp_path / "out" / "eval_results.json").is_file()
+
+
+def test_metric_for_a_custom_file(tmp_path, tiny_checkpoint):
+    """`--metric macro_f1` on a file: every exit reports it first, and it is the primary metric."""
+    options = training_options(tmp_path, tiny_checkpoint)
+    argv = ["train", "--method", "pabee", "--metric", "macro_f1"]
+    for name, value in options.items():
+        argv += [f"--{name}", str(value)]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    assert report["primary_metric"] == "macro_f1"
+    assert [set(entry["metrics"]) for entry in report["per_exit"]] == [{"macro_f1", "accuracy"}] * 4
+    assert "eval_exit_1_macro_f1" in report["raw"]
 
 
 def test_class_names_from_the_command_line(tmp_path, tiny_checkpoint):
@@ -342,16 +364,8 @@ def test_evaluate_still_runs_a_multi_exit_checkpoint(tmp_path, tiny_checkpoint):
 
 
 # ------------------------------------------------------------------------------------------------- truncated weights
-REMOTE_LOAD = textwrap.dedent(
+REMOTE_LOAD = BLOCK_HF_MULTIEXIT + textwrap.dedent(
     """
-    import sys
-
-    class BlockHfMultiexit:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "hf_multiexit":
-                raise ImportError("hf_multiexit is blocked in this process")
-
-    sys.meta_path.insert(0, BlockHfMultiexit())
     from transformers import AutoModelForSequenceClassification
 
     try:

@@ -216,27 +216,51 @@ def test_metric_criterion_refuses_non_decomposable_metrics_with_delta(metric):
         assert drops[1] == pytest.approx(by_sklearn)
 
 
-def test_metric_criterion_with_accuracy_tests_the_rescaled_loss():
+@pytest.mark.parametrize("p_value", ["hoeffding_bentkus", "binomial"])
+def test_metric_criterion_with_accuracy_tests_the_broken_answers(p_value):
+    """The loss is 1[early wrong AND final right]: 0/1, an upper bound of the accuracy drop, and powerful enough to
+    certify a 0.02 budget with 3000 samples (the rescaled signed drop needed tens of thousands)."""
     rng = np.random.default_rng(0)
-    n = 40000
+    n = 3000
     labels = rng.integers(0, 2, n)
     final = np.where(rng.random(n) < 0.85, labels, 1 - labels)
-    # Candidate 1 loses 150 right answers and gains 30: a drop of 0.003. Candidate 2 is a weaker classifier (0.05).
+    # Candidate 1 breaks 15 right answers and fixes 3: loss 0.005, drop 0.004. Candidate 2 is a weaker classifier.
     right, wrong = np.flatnonzero(final == labels), np.flatnonzero(final != labels)
     flipped = final.copy()
-    flipped[np.concatenate([right[:150], wrong[:30]])] ^= 1
+    flipped[np.concatenate([right[:15], wrong[:3]])] ^= 1
     early = np.where(rng.random(n) < 0.20, 1 - labels, labels)
     predictions = np.stack([final, flipped, early], axis=1)
-    result = calibrate(predictions, final, max_drop=0.02, delta=0.1, criterion="metric", labels=labels)
+    result = calibrate(predictions, final, max_drop=0.02, delta=0.1, criterion="metric", labels=labels, p_value=p_value)
+    broken = (predictions != labels[:, None]) & (final == labels)[:, None]
+    assert [c.empirical_risk for c in result.candidates] == pytest.approx(broken.mean(axis=0))
+    assert result.candidates[1].empirical_risk == pytest.approx(0.005)
     drops = [METRICS["accuracy"](labels, final) - METRICS["accuracy"](labels, predictions[:, k]) for k in range(3)]
-    assert [c.empirical_risk for c in result.candidates] == pytest.approx(drops)
-    assert drops[1] == pytest.approx(0.003) and drops[2] > 0.03
-    d = (predictions != labels[:, None]).astype(int) - (final != labels)[:, None]
-    expected = hoeffding_bentkus_pvalue((1 + d.mean(axis=0)) / 2, n, (1 + 0.02) / 2)
-    assert [c.p_value for c in result.candidates] == pytest.approx(expected)
-    assert result.chosen_index == 1 and result.p_value_method == "hoeffding_bentkus"
-    with pytest.raises(ValueError, match="binomial"):
-        calibrate(predictions, final, max_drop=0.02, delta=0.1, criterion="metric", labels=labels, p_value="binomial")
+    assert [c.metric_drop for c in result.candidates] == pytest.approx(drops)
+    assert drops[1] == pytest.approx(0.004) and drops[2] > 0.03
+    assert all(c.empirical_risk >= c.metric_drop - 1e-12 for c in result.candidates)  # the bound, sample by sample
+    assert [c.p_value for c in result.candidates] == pytest.approx(P_VALUES[p_value](broken.mean(axis=0), n, 0.02))
+    assert result.chosen_index == 1 and result.p_value_method == p_value
+    assert (result.criterion, result.metric) == ("metric", "accuracy")
+
+
+def test_metric_criterion_with_accuracy_keeps_the_guarantee_in_simulation():
+    """1000 calibration sets: the chosen candidate's true accuracy drop exceeds epsilon in at most a delta share.
+    Candidates break right answers at rates 0, 0.01, ..., and fix half as many wrong ones."""
+    delta, eps, n, sets = 0.1, 0.03, 1500, 1000
+    break_rates = np.array([0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07])
+    true_drops = 0.8 * break_rates - 0.2 * break_rates / 2  # P(final right) = 0.8: breaks minus fixes
+    rng = np.random.default_rng(5)
+    violations, chosen = 0, []
+    for _ in range(sets):
+        labels = np.zeros(n, dtype=int)
+        final = np.where(rng.random(n) < 0.8, 0, 1)
+        u = rng.random(n)[:, None]
+        early = np.where(final[:, None] == 0, np.where(u < break_rates, 1, 0), np.where(u < break_rates / 2, 0, 1))
+        result = calibrate(early, final, max_drop=eps, delta=delta, criterion="metric", labels=labels)
+        violations += (0.0 if result.fallback else true_drops[result.chosen_index]) > eps
+        chosen.append(-1 if result.fallback else result.chosen_index)
+    assert violations / sets <= delta + 3 * math.sqrt(delta * (1 - delta) / sets)
+    assert np.median(chosen) >= 2  # not vacuous: usually well past full depth
 
 
 def test_bad_inputs_are_refused_with_the_reason():

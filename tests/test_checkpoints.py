@@ -71,7 +71,7 @@ def test_shipped_files_import_only_siblings_torch_and_transformers(tmp_path):
                     assert "hf_multiexit" not in name
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+BLOCK_HF_MULTIEXIT = textwrap.dedent(
     """
     import sys
 
@@ -81,6 +81,12 @@ REMOTE_SCRIPT = textwrap.dedent(
                 raise ImportError("hf_multiexit is blocked in this process")
 
     sys.meta_path.insert(0, BlockHfMultiexit())
+    """
+)
+"""The start of a script for a process where `import hf_multiexit` fails, as where the package is not installed."""
+
+REMOTE_SCRIPT = BLOCK_HF_MULTIEXIT + textwrap.dedent(
+    """
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
 

@@ -114,6 +114,21 @@ def test_evaluator_points_match_real_runs_and_report_fields(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
 
 
+def test_evaluator_reports_a_chosen_metric():
+    from sklearn.metrics import f1_score
+
+    model, data = tiny_model(), toy_set()
+    evaluator = TradeoffEvaluator(model, data, collate, batch_size=8, progress=False, metric="macro_f1")
+    report = evaluator.report(evaluator.sweep({"static": [2]}, wall_clock=False))
+    assert report["primary_metric"] == "macro_f1"
+    labels = np.array([int(row["labels"]) for row in data])
+    final = evaluator.all_logits[:, -1].argmax(-1)
+    assert report["full_depth"]["metrics"]["macro_f1"] == pytest.approx(f1_score(labels, final, average="macro"))
+    assert list(report["points"][0]["metrics"]) == ["macro_f1", "accuracy"]
+    with pytest.raises(ValueError, match="metric='f1' does not fit classification with 3 classes"):
+        TradeoffEvaluator(model, data, collate, batch_size=8, progress=False, metric="f1")
+
+
 def test_wall_speedup_pairs_each_setting_with_full_depth_passes(monkeypatch):
     """Pass times are scripted: the machine is fast while the reference is first timed, then slower. A setting
     identical to full depth must still measure 1.0x, and one doing half the work 2.0x, against the full-depth passes
@@ -167,7 +182,23 @@ def test_bad_sweeps():
         evaluator.sweep({"entropy": [-1.0]})
     with pytest.raises(ValueError, match="empty"):
         TradeoffEvaluator(model, [], collate)
-    assert default_sweep_values("patience", model.config) == [0, 1, 2, 3]
+    assert default_sweep_values("patience", model.config, evaluator.all_logits) == [0, 1, 2, 3]
+
+
+def test_default_sweep_places_thresholds_on_the_exit_statistics():
+    """Default grids come from this data's exit scores: from full depth to every sample at its first exit, with
+    layer speed-up steps of at most grid_step; static is swept at every exit."""
+    model, data = tiny_model(), toy_set(200)
+    evaluator = TradeoffEvaluator(model, data, collate, batch_size=50, progress=False)
+    points = evaluator.sweep({"entropy": None, "confidence": None, "static": None}, wall_clock=False, grid_step=0.2)
+    for strategy in ("entropy", "confidence"):
+        speedups = [p["layer_speedup"] for p in points if p["strategy"] == strategy]
+        assert speedups[0] == 1.0 and speedups[-1] == 4.0 and np.all(np.diff(speedups) > 0)
+        assert np.diff(speedups).max() <= 0.2 + 1e-9 and len(speedups) >= 3 / 0.2
+    assert [p["params"]["exit_layer"] for p in points if p["strategy"] == "static"] == [1, 2, 3, 4]
+    from hf_multiexit.evaluation import EvaluateArguments
+
+    assert EvaluateArguments.__dataclass_fields__["exit_strategy"].default == "entropy,static"
 
 
 def test_oracle_on_a_hand_made_example():
@@ -207,6 +238,33 @@ def test_tradeoff_summary_interpolates_on_a_hand_made_curve():
     assert below["speedup_within_tolerance"] is None and below["operating_point"] is None
     with pytest.raises(ValueError, match="no points for exit_strategy='patience'"):
         tradeoff_summary(report, "patience")
+
+
+def test_sweep_measures_the_saved_rule():
+    from hf_multiexit.models.multiexit_bert import ExitConfig
+
+    model, data = tiny_model(), toy_set()
+    model.exit_config = ExitConfig(exit_strategy="entropy", entropy_threshold=0.77)
+    evaluator = TradeoffEvaluator(model, data, collate, batch_size=8, progress=False)
+    points = evaluator.sweep({"entropy": [0.3], "patience": [1]}, wall_clock=False)
+    assert [(p["strategy"], p["params"]) for p in points] == [
+        ("entropy", {"entropy_threshold": 0.3}), ("entropy", {"entropy_threshold": 0.77}), ("patience", {"patience": 1})]
+    assert len(evaluator.sweep({"entropy": [0.77]}, wall_clock=False)) == 1
+
+
+def test_tradeoff_summary_finds_the_fastest_point_within_half_one_and_two_points():
+    def point(speedup, accuracy, wall=None):
+        return {"strategy": "entropy", "layer_speedup": speedup, "wall_speedup": wall, "params": {"entropy_threshold": speedup / 10},
+                "metrics": {"accuracy": accuracy}}
+
+    report = {"primary_metric": "accuracy", "full_depth": {"metrics": {"accuracy": 0.90}},
+              "points": [point(1.5, 0.897, 1.4), point(2.0, 0.893), point(2.6, 0.885), point(3.5, 0.87)]}
+    within = tradeoff_summary(report, "entropy")["fastest_within"]
+    assert within["0.5"] == {"layer_speedup": 1.5, "wall_speedup": 1.4, "params": {"entropy_threshold": 0.15}, "metric": 0.897}
+    assert within["1"]["layer_speedup"] == 2.0 and within["2"]["layer_speedup"] == 2.6
+    only_full = tradeoff_summary({**report, "points": [point(2.0, 0.80)]}, "entropy")["fastest_within"]
+    assert only_full["0.5"] == {"layer_speedup": 1.0, "wall_speedup": None, "params": None, "metric": 0.90}
+    assert tradeoff_summary(report, "entropy", reference=0.95)["fastest_within"]["2"] is None
 
 
 def counted_flops(fn) -> int:

@@ -143,6 +143,29 @@ def test_card_with_report_has_trade_off_table_plot_and_default_exit_result(model
     assert 'within 1 point of full depth is `exit_strategy="patience"` with `patience=1`' in text
 
 
+def test_card_states_the_saved_rules_calibration_next_to_its_measured_numbers(model_folder, report_file):
+    record = {"method": "learn_then_test", "criterion": "agreement", "metric": None, "max_drop": 0.01, "delta": 0.1,
+              "n": 5388, "fallback": False, "empirical_risk": 0.0061, "layer_speedup": 2.41, "strategy": "entropy",
+              "data": {"source": "held-out training split"}, "strategies": {"entropy": {}, "patience": {}}}
+    ExitConfig(exit_strategy="entropy", entropy_threshold=ENTROPY, calibration=record).save_pretrained(model_folder)
+    text = build_model_card(model_folder, "org/tiny-romebert", report=report_file).text
+    assert (
+        f"is `exit_strategy=entropy`, `entropy_threshold={ENTROPY}`, `normalize_entropy=False`. It was chosen by `hf-multiexit calibrate` on 5388 "
+        "training examples held out before training, as the fastest of entropy, patience for which its disagreement "
+        "with full depth on new data of the same distribution is at most 0.01 with probability at least 0.9 "
+        "(Learn-then-Test, Angelopoulos et al. 2021, as in CALM, Schuster et al. 2022); there it had a disagreement "
+        "with full depth of 0.0061 and 2.41x fewer layers. Measured on GLUE SST-2 validation: accuracy 0.790 vs. "
+        "0.810 at full depth, 2.00x fewer layers, 1.75x wall-clock. Any call"
+    ) in text
+    fallback = {**record, "fallback": True, "method": "empirical", "criterion": "metric", "metric": "accuracy"}
+    ExitConfig(exit_strategy="none", calibration=fallback).save_pretrained(model_folder)
+    text = build_model_card(model_folder, "org/tiny-romebert").text
+    assert ("certified no early-exit setting on 5388 training examples held out before training within a budget of "
+            "0.01 (accuracy drop), so the saved rule is full depth.") in text
+    ExitConfig(exit_strategy="entropy", entropy_threshold=ENTROPY).save_pretrained(model_folder)
+    assert "calibrate" not in build_model_card(model_folder, "org/tiny-romebert").text
+
+
 def test_card_only_writes_readme_and_uploads_nothing(model_folder, report_file, tmp_path, capsys):
     out = tmp_path / "cards" / "README.md"
     before = sorted(os.listdir(model_folder))
@@ -458,7 +481,11 @@ def test_real_minilm_push_and_load_back(online, minilm_path, minilm_tokenizer, t
     result = torch.load(tmp_path / "out.pt")
     with torch.no_grad():
         expected = model(batch["input_ids"], batch["attention_mask"])
-    assert result["blocked"] and torch.equal(result["cls"][0], expected.logits)
+    # Same code, another process: CPU kernels may round differently from one process to the next (9e-9 measured
+    # with transformers 5.24, where the same folder loaded by hf_multiexit in the client gives the remote bits
+    # exactly), so the logits are compared to 1e-6 and the exit layers exactly.
+    assert result["blocked"]
+    torch.testing.assert_close(result["cls"][0], expected.logits, rtol=0, atol=1e-6)
     assert torch.equal(result["cls"][1], expected.exit_layers)
     pushed = json.loads((tmp_path / "pushed.json").read_text())
     assert [r["exit_layer"] for r in pushed["static"]] == [2, 2] and pushed["card"]["library_name"] == "transformers"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -127,3 +128,41 @@ def test_errors():
         compute_metrics("sst2", [0.3, 1.0], [1, 0])
     with pytest.raises(ValueError, match="regression task, but is_regression=False"):
         compute_metrics("stsb", [1.0, 2.0], [1.0, 2.0], is_regression=False)
+
+
+def test_chosen_metric_for_custom_tasks_is_sklearns_and_comes_first():
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    preds, labels = np.array([0, 1, 2, 2, 1, 0, 2]), np.array([0, 1, 1, 2, 2, 0, 0])
+    for metric, average in (("macro_f1", "macro"), ("micro_f1", "micro"), ("weighted_f1", "weighted")):
+        result = compute_metrics("tweets", preds, labels, metric=metric)
+        assert list(result) == [metric, "accuracy"]
+        assert result[metric] == pytest.approx(f1_score(labels, preds, average=average))
+        assert result["accuracy"] == pytest.approx(4 / 7)
+    mcc = compute_metrics("tweets", preds, labels, metric="matthews_correlation")["matthews_correlation"]
+    assert mcc == pytest.approx(matthews_corrcoef(labels, preds))
+    assert compute_metrics("tweets", PREDS, LABELS, metric="f1")["f1"] == pytest.approx(0.8)
+    scores = compute_metrics("ratings", np.array([1.0, 2.0, 3.0, 4.0]), [1.0, 3.0, 2.0, 4.0], metric="spearmanr")
+    assert list(scores) == ["spearmanr", "pearson"] and scores["spearmanr"] == pytest.approx(0.8)
+    # A GLUE task keeps its metrics; the choice only orders them (and names the primary one).
+    assert list(compute_metrics("mrpc", PREDS, LABELS, metric="accuracy")) == ["accuracy", "f1"]
+    assert primary_metric("mrpc", metric="accuracy") == "accuracy" and primary_metric("tweets", metric="macro_f1") == "macro_f1"
+    assert metric_names("tweets", metric="macro_f1") == ("macro_f1", "accuracy")
+
+
+def test_check_metric_names_the_bad_value_and_the_choices():
+    from hf_multiexit.metrics import METRICS, check_metric
+
+    assert check_metric(None) is None and check_metric("macro_f1", None, 4) == "macro_f1"
+    with pytest.raises(ValueError, match=rf"Unknown metric='auc'; valid metrics are {re.escape(str(list(METRICS)))}"):
+        check_metric("auc")
+    with pytest.raises(ValueError, match=r"metric='f1' does not fit classification with 4 classes; valid .*'macro_f1'"):
+        check_metric("f1", None, 4)
+    with pytest.raises(ValueError, match=r"metric='pearson' does not fit classification with 2 classes"):
+        check_metric("pearson", None, 2)
+    with pytest.raises(ValueError, match=r"metric='accuracy' does not fit regression; valid metrics there are \['pearson', 'spearmanr'\]"):
+        check_metric("accuracy", None, 1)
+    with pytest.raises(ValueError, match=r"metric='macro_f1' is not a metric of GLUE task sst2, which reports \['accuracy'\]"):
+        check_metric("macro_f1", "SST-2")
+    with pytest.raises(ValueError, match="does not fit classification predictions"):
+        compute_metrics("tweets", PREDS, LABELS, metric="pearson")

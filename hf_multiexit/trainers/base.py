@@ -110,16 +110,18 @@ def seed_run(args: TrainingArguments) -> None:
         set_seed(args.seed)
 
 
-def per_exit_metrics(task: str | None, problem_type: str, exit_layers: list[int]) -> Callable[[EvalPrediction], dict]:
+def per_exit_metrics(
+    task: str | None, problem_type: str, exit_layers: list[int], metric: str | None = None
+) -> Callable[[EvalPrediction], dict]:
     """`compute_metrics` for `Trainer`: predictions are `(N, E, C)` logits of all exits; returns the final exit's
-    metrics under their GLUE names and every exit's as `exit_<layer>_<metric>`."""
+    metrics under their GLUE names and every exit's as `exit_<layer>_<metric>` (`metric`: see `logits_metrics`)."""
     def compute(eval_prediction: EvalPrediction) -> dict[str, float]:
         logits, labels = eval_prediction.predictions, eval_prediction.label_ids
         results = {}
         for index, layer in enumerate(exit_layers):
-            for name, value in logits_metrics(task, problem_type, logits[:, index], labels).items():
+            for name, value in logits_metrics(task, problem_type, logits[:, index], labels, metric).items():
                 results[f"exit_{layer}_{name}"] = value
-        results.update(logits_metrics(task, problem_type, logits[:, -1], labels))
+        results.update(logits_metrics(task, problem_type, logits[:, -1], labels, metric))
         return results
 
     return compute

@@ -39,6 +39,12 @@ class ExitConfig:
         regression_threshold: `patience` on regression: "unchanged" means `|z_i - z_{i-1}| < tau`.
         gate_threshold: `skip`: a layer is skipped for a sample whose gate is `>= r` (SmartBERT, Hu et al. 2023).
         min_exit_layer: no sample leaves before this 1-based layer.
+        calibration: how the rule was chosen, when `hf-multiexit calibrate` (or training with
+            `--calibrate_max_drop`) chose it: criterion, max_drop, delta, n, achieved risk, p-value, layer speed-up on
+            the calibration split and every strategy's result (`hf_multiexit.calibration`). Informational: it
+            changes no decision. `update` drops it when it changes the saved rule, which the record then no
+            longer describes; it is written to `exit_config.json` only when set, so uncalibrated files stay
+            readable by earlier versions.
     """
 
     exit_strategy: str = "none"
@@ -50,6 +56,7 @@ class ExitConfig:
     regression_threshold: float = 0.1
     gate_threshold: float = 0.5
     min_exit_layer: int = 1
+    calibration: dict[str, Any] | None = None
 
     def __post_init__(self):
         self.validate()
@@ -80,6 +87,8 @@ class ExitConfig:
             raise ValueError(f"normalize_entropy={self.normalize_entropy!r} must be True or False.")
         if not isinstance(self.exit_strategy, str):
             raise ValueError(f"exit_strategy={self.exit_strategy!r} must be a strategy name (a string).")
+        if self.calibration is not None and not isinstance(self.calibration, dict):
+            raise ValueError(f"calibration={self.calibration!r} must be a dict (the calibration record) or None.")
 
     def update(self, **kwargs: Any) -> ExitConfig:
         """Returns a validated copy with `kwargs` applied; an unknown name raises `ValueError` listing the valid ones."""
@@ -89,6 +98,8 @@ class ExitConfig:
         new = copy.copy(self)
         for key, value in kwargs.items():
             setattr(new, key, value)
+        if "calibration" not in kwargs and any(getattr(new, key) != getattr(self, key) for key in kwargs):
+            new.calibration = None  # the record described the rule before this change
         new.validate()
         return new
 
@@ -96,7 +107,10 @@ class ExitConfig:
         return {name: getattr(self, name) for name in self.field_names()}
 
     def to_json_string(self) -> str:
-        return json.dumps({**self.to_dict(), "format_version": EXIT_CONFIG_FORMAT_VERSION}, indent=2, sort_keys=True)
+        data = self.to_dict()
+        if data["calibration"] is None:
+            del data["calibration"]
+        return json.dumps({**data, "format_version": EXIT_CONFIG_FORMAT_VERSION}, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], source: str = "the exit config") -> ExitConfig:
