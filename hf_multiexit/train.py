@@ -194,7 +194,8 @@ def build_model(model_args: ModelArguments, method: str, label_names: list[str] 
         # The method's own style reads a pooler; backbones without one get their config's default ("native").
         backbone = config_class.from_pretrained(model_args.model_name_or_path).backbone_adapter
         exit_head = exit_head if backbone.has_pooler else None
-    options["exit_head"] = exit_head
+    if exit_head is not None:  # None leaves the config's own default; passed, it would override it with None
+        options["exit_head"] = exit_head
     if model_args.exit_layers is not None:
         options["exit_layers"] = model_args.exit_layers
     options["exit_pooling"] = model_args.exit_pooling
@@ -244,7 +245,8 @@ def build_trainer(
     that share of the training set is held out first (`hold_out_split`, seeded by `training_args.seed`) and
     `held_out` is `(examples, record for calibration_split.json)`; else None."""
     _, trainer_class = get_method(method)
-    positions = AutoConfig.from_pretrained(model_args.model_name_or_path).max_position_embeddings
+    config = multiexit_config_class(model_args.model_name_or_path).from_pretrained(model_args.model_name_or_path)
+    positions = config.backbone_adapter.max_length(config.backbone_config)
     if data_args.max_length > positions:
         # The tokenizer's limit may be unset or larger; longer inputs would fail inside the embeddings.
         raise ValueError(

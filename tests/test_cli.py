@@ -63,3 +63,38 @@ def test_bad_option_values(minilm_path, glue_dir, tmp_path, capsys):
     assert main(args) == 2
     assert "sst3" in capsys.readouterr().err
     assert not (tmp_path / "eval_results.json").exists()
+
+
+def test_train_command_adds_exits_to_a_fine_tuned_roberta_then_trains_the_saved_model_again(
+    minilm_tokenizer, glue_dir, tmp_path, capsys
+):
+    """The fine-tuned-classifier path from the command line: `--method deebert --skip_first_stage` on a stock
+    `RobertaForSequenceClassification` folder trains only the intermediate exits (the final exit keeps the stock
+    classifier), and the saved multi-exit RoBERTa folder trains again as a starting checkpoint."""
+    from test_backbones import make_config, randomize
+
+    config = make_config("roberta", "eager")
+    # MiniLM's tokenizer pads with 0: RoBERTa numbers positions after `pad_token_id`, so the config must agree.
+    config.vocab_size, config.pad_token_id, config.num_labels = minilm_tokenizer.vocab_size, 0, 2
+    config.max_position_embeddings = 66  # 65 tokens after the padding offset
+    stock = randomize(AutoModelForSequenceClassification.from_config(config)).eval()
+    stock.save_pretrained(tmp_path / "fine-tuned")
+    minilm_tokenizer.save_pretrained(tmp_path / "fine-tuned")
+    out = tmp_path / "exits"
+    assert main(train_args(str(tmp_path / "fine-tuned"), glue_dir, out, "deebert", "--skip_first_stage", "true")) == 0
+    assert not (out / "stage-1").exists()
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert model.config.model_type == "multiexit" and model.config.backbone_config.model_type == "roberta"
+    batch = minilm_tokenizer(["a gripping film", "dull"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(model(**batch, exit_strategy="none").logits, stock(**batch).logits, atol=1e-5)
+    # The backbone stayed the stock one (RoBERTa's pooler is unused by its classifier and not built).
+    backbone = model.multiexit.roberta.state_dict()
+    assert all(torch.equal(backbone[key], value) for key, value in stock.roberta.state_dict().items() if key in backbone)
+    assert len(backbone) == len(stock.roberta.state_dict())
+    again = tmp_path / "again"
+    assert main(train_args(str(out), glue_dir, again, "pabee")) == 0
+    assert json.loads((again / "eval_results.json").read_text())["method"] == "pabee"
+    # A length the RoBERTa positions (max_position_embeddings minus the padding offset) cannot hold is refused.
+    assert main(train_args(str(out), glue_dir, tmp_path / "long", "pabee", "--max_length", "66")) == 2
+    assert "max_length=66 is above the 65 positions" in capsys.readouterr().err

@@ -136,6 +136,11 @@ class BackboneAdapter:
         """Number of layer steps, i.e. of exits at most."""
         return config.num_hidden_layers
 
+    def max_length(self, config: PreTrainedConfig) -> int:
+        """Most tokens per input the embeddings accept (longer inputs fail inside them, whatever the tokenizer's
+        own limit says)."""
+        return config.max_position_embeddings
+
     def embed(
         self,
         backbone: PreTrainedModel,
@@ -359,6 +364,10 @@ class RobertaAdapter(BertAdapter):
     has_pooler = False
     head_class: ClassVar[type[nn.Module]] = RobertaClassificationHead
 
+    def max_length(self, config):
+        # Positions start after `padding_idx` (514 positions hold 512 tokens).
+        return config.max_position_embeddings - config.pad_token_id - 1
+
     def native_head(self, config):
         return ClassificationHead(self.head_class(config))
 
@@ -384,6 +393,9 @@ class ElectraAdapter(RobertaAdapter):
 
     def build(self, config):
         return self.model_class(config)
+
+    def max_length(self, config):
+        return BackboneAdapter.max_length(self, config)  # BERT's positions: no padding offset
 
     def embed(self, backbone, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
         hidden = super().embed(backbone, input_ids, token_type_ids, attention_mask, position_ids)
