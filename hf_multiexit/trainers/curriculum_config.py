@@ -4,8 +4,9 @@ Inference via Curriculum Learning and Knowledge Distillation", IJSEKE 2023)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from .base import MultiExitTrainingArguments
+from .base import MethodPaper, MultiExitTrainingArguments
 from .curriculum import DIFFICULTY_SCORERS, PACING_FUNCTIONS
 
 DISTILLATION_TEACHERS = {
@@ -20,6 +21,13 @@ class CurriculumConfig(MultiExitTrainingArguments):
     """Curriculum over training samples plus layer-wise (or last-layer) self-distillation. No code was released;
     the reconstruction's choices are documented on each field and in `CurriculumTrainer`. Training defaults are
     BERT fine-tuning's (lr 2e-5, batch 32, 3 epochs)."""
+
+    paper: ClassVar[MethodPaper] = MethodPaper(
+        "Curriculum learning with layer-wise distillation",
+        "Curriculum learning and layer-wise distillation for multi-exit BERT (Gu et al., IJSEKE 2023)",
+    )
+    default_exit_strategy: ClassVar[str] = "patience"
+    exit_rule_fields: ClassVar[tuple[str, ...]] = ("patience",)
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (BERT fine-tuning's 2e-5)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device."})

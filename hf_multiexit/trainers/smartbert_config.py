@@ -4,8 +4,10 @@ Accelerating BERT Inference", IJCAI 2023)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from .base import MultiExitTrainingArguments
+from ..models.multiexit_bert import ExitConfig
+from .base import MethodPaper, MultiExitTrainingArguments
 
 
 @dataclass
@@ -14,6 +16,13 @@ class SmartBertConfig(MultiExitTrainingArguments):
     skipping reward and a token-level cross-layer contrastive loss; stage 2 freezes them and trains the intermediate
     exits with a contrastive loss between consecutive exits. Defaults are the released script's (lr 2e-5, batch 16,
     weight decay 0.01, 5 + 4 epochs, lambda 0.04, eta1 0.01, tau1 0.5, eta2 0.05, tau2 0.55, 3 of 5 epochs soft)."""
+
+    paper: ClassVar[MethodPaper] = MethodPaper(
+        "SmartBERT",
+        "SmartBERT: A Promotion of Dynamic Early Exiting Mechanism for Accelerating BERT Inference (Hu et al., IJCAI 2023)",
+    )
+    exit_head: ClassVar[str] = "attention"
+    model_options: ClassVar[dict] = {"use_skip_gates": True}
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of stage 1 (script: 2e-5)."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device (script: 16)."})
@@ -70,3 +79,9 @@ class SmartBertConfig(MultiExitTrainingArguments):
             raise ValueError(f"projection_size={self.projection_size} must be a positive integer.")
         if not self.entropy_threshold >= 0:
             raise ValueError(f"entropy_threshold={self.entropy_threshold} must be >= 0.")
+
+    def default_exit_config(self, model_config) -> ExitConfig:
+        """Skip gates at the trained model's `gate_threshold`, then entropy exit (the released inference)."""
+        return ExitConfig(
+            exit_strategy="skip", entropy_threshold=self.entropy_threshold, gate_threshold=model_config.gate_threshold
+        )

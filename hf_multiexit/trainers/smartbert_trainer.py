@@ -12,7 +12,6 @@ from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..losses import skip_reward, task_loss, token_info_nce
-from ..models.multiexit_bert import ExitConfig
 from .base import MultiExitTrainer, register_method
 from .callbacks import ZeroGradAfterStep
 from .smartbert_config import SmartBertConfig
@@ -120,11 +119,6 @@ class SmartBertTrainer(MultiExitTrainer):
             "exits": (1 - eta) * sum(task_loss(z, labels, self.problem_type) for z in outputs.all_logits[:-1]),
             "contrastive": eta * contrastive,
         }
-
-    def default_exit_config(self) -> ExitConfig:
-        return ExitConfig(
-            exit_strategy="skip", entropy_threshold=self.args.entropy_threshold, gate_threshold=self.model.config.gate_threshold
-        )
 
     # ----------------------------------------------------------------------------------------------- stages
     def stage_trainable(self, index, model):
