@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .tasks import GLUE_TASKS, GlueTask, TsvLayout, get_glue_task
+from .tasks import GLUE_TASKS, GlueTask, TsvLayout, get_glue_task, normalize_task_name
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict, Features
@@ -338,14 +338,14 @@ def _resolve_task_dir(spec: GlueTask, data_dir: Path) -> Path:
     folder = data_dir / spec.folder
     if folder.is_dir():
         return folder
-    wanted = _normalize_task_name(spec.folder)
+    wanted = normalize_task_name(spec.folder)
     for child in sorted(data_dir.iterdir()):  # e.g. "sst-2/" on a case-sensitive filesystem
-        if child.is_dir() and _normalize_task_name(child.name) == wanted:
+        if child.is_dir() and normalize_task_name(child.name) == wanted:
             return child
 
     # data_dir may be the task folder itself; refuse another task's folder rather than
     # failing later with a confusing column error.
-    own = _normalize_task_name(data_dir.name)
+    own = normalize_task_name(data_dir.name)
     if own in GLUE_TASKS and own != spec.name:
         raise ValueError(
             f"data_dir {data_dir} looks like the GLUE {GLUE_TASKS[own].folder} folder, but the "

@@ -11,7 +11,7 @@ from typing import Any
 
 from peft import PeftModel
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoTokenizer
 
 from .calibrate_model import CALIBRATION_SPLIT_NAME, calibrate_model, check_calibration_options, hold_out_split
 from .data import load_glue, load_text_files, make_collator

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .base import MethodPaper, MultiExitTrainingArguments
-from .curriculum import DIFFICULTY_SCORERS, PACING_FUNCTIONS
+from .curriculum import DIFFICULTY_SCORERS, PACING_FUNCTIONS, SAMPLING_MODES
 
 DISTILLATION_TEACHERS = {
     "layerwise": lambda exit_index, num_exits: exit_index + 1,
@@ -49,6 +49,12 @@ class CurriculumConfig(MultiExitTrainingArguments):
                   "c0^2)) ('sqrt'), min(1, t (1 - c0) / T + c0) ('linear'), or baby steps: min(1, (floor(t K / T) "
                   "+ 1) / K) ('baby_steps')."},
     )
+    curriculum_sampling: str = field(
+        default="pass",
+        metadata={"help": "'pass': the steps go through the current pool without replacement (every sample of the pool "
+                  "once before any twice; new samples join the current pass); 'independent': each step draws from "
+                  "the pool on its own (earlier versions; with the whole set in the pool an epoch sees ~63% of it)."},
+    )
     initial_competence: float = field(
         default=0.2, metadata={"help": "c0 in (0, 1]: the easiest fraction of the data available at step 0."}
     )
@@ -73,7 +79,8 @@ class CurriculumConfig(MultiExitTrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        choices = {"difficulty_scorer": DIFFICULTY_SCORERS, "pacing": PACING_FUNCTIONS, "distillation": DISTILLATION_TEACHERS}
+        choices = {"difficulty_scorer": DIFFICULTY_SCORERS, "pacing": PACING_FUNCTIONS, "distillation": DISTILLATION_TEACHERS,
+                   "curriculum_sampling": SAMPLING_MODES}
         for name, registry in choices.items():
             if getattr(self, name) not in registry:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {list(registry)}.")

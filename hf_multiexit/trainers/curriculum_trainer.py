@@ -82,6 +82,7 @@ class CurriculumTrainer(MultiExitTrainer):
             competence=lambda step: pacing(step, total, args.initial_competence, args.baby_steps_buckets),
             seed=args.seed,
             order_fn=lambda: difficulty_order(self.difficulty_scores(dataset)),
+            sampling=args.curriculum_sampling,
         )
 
     def difficulty_scores(self, dataset) -> torch.Tensor:
