@@ -179,6 +179,21 @@ def set_exit_biases(model, value: torch.Tensor) -> None:
             head.classifier.bias.copy_(value.to(head.classifier.bias.dtype).expand_as(head.classifier.bias))
 
 
+def move_to_own_groups(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], lr: float) -> None:
+    """Moves `params` out of the optimizer's parameter groups into groups of their own at learning rate `lr`, each
+    keeping the rest of the group it came from (weight decay). Call before the learning-rate schedule is built."""
+    ids = {id(p) for p in params}
+    groups = []
+    for group in optimizer.param_groups:
+        moved = [p for p in group["params"] if id(p) in ids]
+        kept = [p for p in group["params"] if id(p) not in ids]
+        groups += [{**group, "params": kept}] if kept else []
+        groups += [{**group, "params": moved, "lr": lr}] if moved else []
+    optimizer.param_groups.clear()
+    for group in groups:
+        optimizer.add_param_group(group)
+
+
 class MultiExitTrainer(Trainer):
     """`transformers.Trainer` for multi-exit models.
 
@@ -342,16 +357,7 @@ class MultiExitTrainer(Trainer):
         if self.optimizer is not None or self.args.exit_learning_rate is None:
             return super().create_optimizer(model)
         optimizer = super().create_optimizer(model)
-        exit_ids = {id(p) for p in self.intermediate_exit_parameters(model)}
-        groups = []
-        for group in optimizer.param_groups:
-            exits = [p for p in group["params"] if id(p) in exit_ids]
-            others = [p for p in group["params"] if id(p) not in exit_ids]
-            groups += [{**group, "params": others}] if others else []
-            groups += [{**group, "params": exits, "lr": self.args.exit_learning_rate}] if exits else []
-        optimizer.param_groups.clear()
-        for group in groups:
-            optimizer.add_param_group(group)
+        move_to_own_groups(optimizer, self.intermediate_exit_parameters(model), self.args.exit_learning_rate)
         return optimizer
 
     # ----------------------------------------------------------------------------------------------- stages
