@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 GLUE_DIR ?= $(if $(wildcard ../shared/data/glue),$(abspath ../shared/data/glue),)
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast demo bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# Tiny random configs only (no real weights, no GLUE files), under 90 s: for the edit-test loop. CI runs `test`.
+test-fast: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 demo: $(VENV)/.installed
 	GLUE_DIR=$(GLUE_DIR) $(PY) examples/demo.py

@@ -1,7 +1,7 @@
 """Times run_inference of one code tree (argv[1], a checkout of this repo) on runs/demo-romebert-sst2 and the first
 320 SST-2 dev sentences: fastest of 3 passes per (batch size, rule). Run it alternately on two trees to compare code
 versions on one host (benchmarks/results/session6_ab_old_vs_new.md)."""
-import sys, time, torch, os
+import sys, time, torch
 sys.path.insert(0, sys.argv[1])
 import hf_multiexit
 assert hf_multiexit.__file__.startswith(sys.argv[1]), hf_multiexit.__file__

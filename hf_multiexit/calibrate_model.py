@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .calibration import CRITERIA, PER_SAMPLE_METRICS, STRATEGIES, calibrate_strategy
-from .data import GLUE_TASKS
+from .tasks import GLUE_TASKS
 from .metrics import METRICS, check_metric, primary_metric
 from .models.multiexit_bert import ExitConfig
 from .models.multiexit_bert.exit_strategies import REGRESSION, resolve_problem_type

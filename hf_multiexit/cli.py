@@ -67,26 +67,14 @@ def _calibrate(argv: list[str]) -> int:
 
 
 def _push(argv: list[str]) -> int:
-    from .hub import PushError, push_model, save_model_card
+    from .hub import PushArguments, PushError, push_model, save_model_card
 
-    parser = argparse.ArgumentParser(prog="hf-multiexit push", description="Upload a trained multi-exit model and its "
-                                     "generated model card to the Hugging Face Hub (one commit).")
-    parser.add_argument("--model", required=True, help="Saved multi-exit model folder (hf-multiexit train --output_dir).")
-    parser.add_argument("--repo_id", required=True, help="Hub model repo, 'org/name' (created if missing).")
-    parser.add_argument("--private", action="store_true", help="Create the repo private (no effect if it exists).")
-    parser.add_argument("--report", help="report.json of hf-multiexit evaluate: trade-off table and plot in the card.")
-    parser.add_argument("--method", help="Training method, for a model saved without eval_results.json (card text).")
-    parser.add_argument("--base_model", help="Hub id of the backbone it was fine-tuned from (card metadata).")
-    parser.add_argument("--license", help="License of the weights (card metadata), e.g. the backbone's: apache-2.0.")
-    parser.add_argument("--revision", help="Branch to commit to (default: main).")
-    parser.add_argument("--card_only", metavar="PATH", help="Write the card to PATH and upload nothing.")
-    args = parser.parse_args(argv)
-    card_kwargs = dict(report=args.report, method=args.method, base_model=args.base_model, license=args.license)
+    (args,) = HfArgumentParser(PushArguments, prog="hf-multiexit push").parse_args_into_dataclasses(args=argv)
     if args.card_only:
-        print(save_model_card(args.model, args.repo_id, args.card_only, **card_kwargs))
+        print(save_model_card(args.model, args.repo_id, args.card_only, **args.card_kwargs))
         return 0
     try:
-        commit = push_model(args.model, args.repo_id, private=args.private or None, revision=args.revision, **card_kwargs)
+        commit = push_model(args.model, args.repo_id, private=args.private or None, revision=args.revision, **args.card_kwargs)
     except PushError as err:
         print(f"hf-multiexit push: error: {err}", file=sys.stderr)
         return 1

@@ -16,7 +16,6 @@ avg_exit_layer, layer_speedup (= L / avg_exit_layer), flops_speedup, wall_speedu
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .flops import full_depth_flops, sample_flops
+from .io import atomic_output, atomic_write_json, check_model_path
 from .metrics import METRICS, check_metric, logits_metrics, primary_metric
 from .models.multiexit_bert import EXIT_STRATEGIES, ExitConfig
 from .models.multiexit_bert.exit_strategies import REGRESSION, SINGLE_LABEL, build_exit_strategy, resolve_problem_type
@@ -494,18 +494,11 @@ def plot_report(report: dict, path: str | os.PathLike, title: str | None = None)
     axes[0].set_ylabel(name)
     fig.suptitle(title or f"{report.get('task') or 'evaluation'}: {report['num_samples']} samples, batch {report['batch_size']}")
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".plot-", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _parse_values(text: str | None, convert, flag: str) -> list | None:
@@ -581,8 +574,6 @@ class EvaluateArguments:
     """The flag that gives the values of each swept `ExitConfig` field."""
 
     def __post_init__(self):
-        from .io import check_model_path
-
         self.strategies = [name.strip() for name in self.exit_strategy.split(",") if name.strip()]
         parameters = {name: sweep_parameter(name) for name in self.strategies}
         values = {flag: _parse_values(getattr(self, flag), convert, flag)
@@ -622,7 +613,8 @@ class EvaluateArguments:
 
 def load_evaluation_set(args: EvaluateArguments, model, tokenizer):
     """The tokenised validation split of the GLUE task, or of the file (labels read with the model's label names)."""
-    from .data import get_glue_task, load_glue, load_text_files
+    from .data import load_glue, load_text_files
+    from .tasks import get_glue_task
 
     if args.validation_file is not None:
         names = None if model.config.num_labels == 1 else [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -663,7 +655,6 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     from transformers import AutoTokenizer
 
     from .data import make_collator
-    from .io import atomic_write_json
     from .models.multiexit_bert import AUTO_FAMILIES
 
     config = trained_model_config(args.model, "evaluate", "a trade-off would measure noise")

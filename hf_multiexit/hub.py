@@ -21,13 +21,14 @@ import os
 import re
 from importlib import resources
 from types import SimpleNamespace
+from dataclasses import dataclass, field
 from typing import Any
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoConfig
 
-from .data import GLUE_TASKS, get_glue_task
+from .tasks import GLUE_TASKS, get_glue_task
 from .io import atomic_write_text, check_model_path
 from .models.multiexit_bert import AUTO_FAMILIES, EXIT_STRATEGIES, ExitConfig
 from .models.multiexit_bert.exit_configuration import EXIT_CONFIG_NAME
@@ -46,19 +47,38 @@ POINT_FIELDS = ("strategy", "params", "metrics", "avg_exit_layer", "layer_speedu
 GLUE_DATASET = "nyu-mll/glue"
 REPO_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
-METHODS = {
-    "deebert": ("DeeBERT", "DeeBERT: Dynamic Early Exiting for Accelerating BERT Inference (Xin et al., ACL 2020)",
-                "https://arxiv.org/abs/2004.12993"),
-    "pabee": ("PABEE", "BERT Loses Patience: Fast and Robust Inference with Early Exit (Zhou et al., NeurIPS 2020)",
-              "https://arxiv.org/abs/2006.04152"),
-    "romebert": ("RomeBERT", "RomeBERT: Robust Training of Multi-Exit BERT (2021)", "https://arxiv.org/abs/2101.09755"),
-    "leebert": ("LeeBERT", "LeeBERT: Learned Early Exit for BERT with Cross-Level Optimization (Zhu, ACL 2021)", None),
-    "smartbert": ("SmartBERT", "SmartBERT: A Promotion of Dynamic Early Exiting Mechanism for Accelerating BERT "
-                  "Inference (Hu et al., IJCAI 2023)", None),
-    "curriculum": ("Curriculum learning with layer-wise distillation",
-                   "Curriculum learning and layer-wise distillation for multi-exit BERT (Gu et al., IJSEKE 2023)", None),
-}
-"""Display name, paper and link of each training method, for the card."""
+
+def _method_paper(method: str | None) -> tuple[str | None, str | None, str | None]:
+    """Display name, paper and link of a registered training method (its config's `paper`); an unknown method (a
+    model trained elsewhere) keeps its name without a paper."""
+    from .trainers import METHODS  # the trainers import this module (push at the end of training)
+
+    paper = METHODS[method][0].paper if method in METHODS else None
+    return (method, None, None) if paper is None else (paper.name, paper.title, paper.url)
+
+
+@dataclass
+class PushArguments:
+    """Flags of `hf-multiexit push`: upload a trained multi-exit model and its generated model card to the Hugging
+    Face Hub (one commit), or with `--card_only` write the card and upload nothing."""
+
+    model: str = field(metadata={"help": "Saved multi-exit model folder (hf-multiexit train --output_dir)."})
+    repo_id: str = field(metadata={"help": "Hub model repo, 'org/name' (created if missing)."})
+    private: bool = field(default=False, metadata={"help": "Create the repo private (no effect if it exists)."})
+    report: str | None = field(default=None, metadata={
+        "help": "report.json of hf-multiexit evaluate: trade-off table and plot in the card."})
+    method: str | None = field(default=None, metadata={
+        "help": "Training method, for a model saved without eval_results.json (card text)."})
+    base_model: str | None = field(default=None, metadata={
+        "help": "Hub id of the backbone it was fine-tuned from (card metadata)."})
+    license: str | None = field(default=None, metadata={
+        "help": "License of the weights (card metadata), e.g. the backbone's: apache-2.0."})
+    revision: str | None = field(default=None, metadata={"help": "Branch to commit to (default: main)."})
+    card_only: str | None = field(default=None, metadata={"help": "Write the card to this path and upload nothing."})
+
+    @property
+    def card_kwargs(self) -> dict[str, str | None]:
+        return {"report": self.report, "method": self.method, "base_model": self.base_model, "license": self.license}
 
 
 class PushError(OSError):
@@ -343,7 +363,7 @@ def build_model_card(
     training = (eval_results or {}).get("config") or {}
     task = (report or {}).get("task") or training.get("task")
     method = method or (eval_results or {}).get("method") or (report or {}).get("method")
-    method_name, paper, paper_url = METHODS.get(method, (method, None, None))
+    method_name, paper, paper_url = _method_paper(method)
 
     per_exit = (report or eval_results or {}).get("per_exit") or []
     exit_columns = _metric_columns([entry["metrics"] for entry in per_exit])
@@ -463,12 +483,9 @@ def push_model(
     api = HfApi(endpoint=endpoint, token=token)
     created = committing = False
     try:
-        try:
-            api.create_repo(repo_id, private=private, repo_type="model")
-            created = True
-        except HfHubHTTPError as err:
-            if err.response is None or err.response.status_code != 409:  # 409: the repo exists, push into it
-                raise
+        # Whether this push creates the repo decides what a failure cleans up (a repo it created must not stay).
+        created = not api.repo_exists(repo_id, repo_type="model")
+        api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
         if remove_stale and not created:
             uploaded = {op.path_in_repo for op in operations}
             remote = api.list_repo_files(repo_id, revision=revision, repo_type="model")

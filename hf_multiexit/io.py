@@ -10,6 +10,8 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -41,20 +43,28 @@ def check_model_path(path: str | os.PathLike, what: str, expected: str, hub_id: 
         raise FileNotFoundError(f"{what} {text!r}: no such folder ({os.path.abspath(text)}); pass {expected}.")
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary file path beside `path` to write to; renamed over `path` when the block ends, removed when it
+    fails, so `path` is never half-written. (The model folder's `exit_config.json` has its own copy of this in
+    `exit_configuration.py`, which travels to the Hub and cannot import the package.)"""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        yield tmp
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to `path` through `atomic_output`."""
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> None:

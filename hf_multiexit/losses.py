@@ -132,12 +132,18 @@ def token_info_nce(
     return per_token.sum(-1) / valid.sum(-1).clamp_min(1)
 
 
-def skip_reward(gate_probs: Sequence[torch.Tensor], coefficient: float) -> torch.Tensor:
-    """SmartBERT's skipping term `lambda / sum_i mean_b(g_i)` over the layers' gate probabilities `g_i` `(B,)`
+def skip_reward(gate_probs: Sequence[torch.Tensor], coefficient: float, reference_layers: int | None = None) -> torch.Tensor:
+    """SmartBERT's skipping term `lambda / sum_i mean_b(g_i)` over the `n` layers' gate probabilities `g_i` `(B,)`
     (Hu et al., IJCAI 2023, as released): small when gates open, so it pushes layers to be skipped. It is a
     batch-level quantity (the batch mean sits inside the reciprocal), returned repeated for every sample so that
-    the trainers' per-sample mean gives back its value."""
+    the trainers' per-sample mean gives back its value.
+
+    Its pull on one gate, `-lambda / (sum_i mean_b(g_i))^2`, grows as `1/n^2` as the model gets shallower. With
+    `reference_layers` `n_ref`, `lambda` is scaled by `(n / n_ref)^2`, so that every gate is pulled as in an
+    `n_ref`-layer model whatever `n` is (the same term at `n = n_ref`)."""
     total = torch.stack([g.float().mean() for g in gate_probs]).sum()
+    if reference_layers is not None:
+        coefficient = coefficient * (len(gate_probs) / reference_layers) ** 2
     return (coefficient / total).expand(gate_probs[0].shape[0])
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import GLUE_TASKS, _normalize_task_name
+from .tasks import GLUE_TASKS, normalize_task_name
 from .models.multiexit_bert.exit_strategies import MULTI_LABEL, REGRESSION
 
 __all__ = [
@@ -63,7 +63,7 @@ def _resolve(task_or_metric_kind: str, is_regression: bool | None,
              predictions: np.ndarray) -> tuple[tuple[str, ...], bool]:
     """Return ``(metric names, is_regression)`` for a GLUE task, a generic kind or a custom
     task."""
-    key = _normalize_task_name(task_or_metric_kind)
+    key = normalize_task_name(task_or_metric_kind)
     spec = GLUE_TASKS.get(key)
     if spec is not None:
         if is_regression is not None and is_regression != spec.is_regression:
@@ -91,7 +91,7 @@ def _resolve(task_or_metric_kind: str, is_regression: bool | None,
 def metric_names(task_or_metric_kind: str, is_regression: bool = False, metric: str | None = None) -> tuple[str, ...]:
     """The keys :func:`compute_metrics` returns for a GLUE task, ``"classification"``,
     ``"regression"`` or a custom task (whose kind ``is_regression`` gives): ``metric`` first, then the defaults."""
-    key = _normalize_task_name(task_or_metric_kind)
+    key = normalize_task_name(task_or_metric_kind)
     if key in GLUE_TASKS:
         names = GLUE_TASKS[key].metrics
     else:
@@ -109,7 +109,7 @@ def primary_metric(task: str, is_regression: bool = False, metric: str | None = 
     """
     if metric:
         return metric
-    key = _normalize_task_name(task)
+    key = normalize_task_name(task)
     if key in GLUE_TASKS:
         return GLUE_TASKS[key].primary_metric
     return "pearson" if _GENERIC_KINDS.get(key, is_regression) else "accuracy"
@@ -203,8 +203,8 @@ def check_metric(metric: str | None, task: str | None = None, num_labels: int | 
         return None
     if metric not in METRICS:
         raise ValueError(f"Unknown metric={metric!r}; valid metrics are {list(METRICS)}.")
-    if task is not None and _normalize_task_name(task) in GLUE_TASKS:
-        spec = GLUE_TASKS[_normalize_task_name(task)]
+    if task is not None and normalize_task_name(task) in GLUE_TASKS:
+        spec = GLUE_TASKS[normalize_task_name(task)]
         if metric not in spec.metrics:
             raise ValueError(
                 f"metric={metric!r} is not a metric of GLUE task {spec.name}, which reports {list(spec.metrics)}; "

@@ -11,10 +11,11 @@ from typing import Any
 
 from peft import PeftModel
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoTokenizer
 
 from .calibrate_model import CALIBRATION_SPLIT_NAME, calibrate_model, check_calibration_options, hold_out_split
-from .data import get_glue_task, load_glue, load_text_files, make_collator
+from .data import load_glue, load_text_files, make_collator
+from .tasks import get_glue_task
 from .io import atomic_save_pretrained, atomic_write_json, check_model_path
 from .lora import LORA_ADAPTER_DIR, add_lora, merged_copy, save_lora
 from .metrics import METRICS, check_metric, primary_metric
@@ -28,10 +29,6 @@ from .trainers.base import per_exit_metrics
 _RECORDED_DATA_ARGUMENTS = ("data_dir", "train_file", "validation_file", "text_columns", "label_column", "class_names",
                              "max_length", "max_train_samples")
 """What reads the training set again, for `hf-multiexit calibrate` to find the held-out examples by their indices."""
-DEFAULT_EXIT_HEADS = {"pabee": "linear", "leebert": "linear", "smartbert": "attention"}
-"""Each paper's head style; methods not listed use `"pooler"` (DeeBERT, RomeBERT)."""
-METHOD_MODEL_OPTIONS = {"smartbert": {"use_skip_gates": True}}
-"""Model options a method needs (SmartBERT trains skip gates)."""
 
 
 @dataclass
@@ -189,7 +186,8 @@ def build_model(model_args: ModelArguments, method: str, label_names: list[str] 
         options["id2label"] = dict(enumerate(label_names))
         options["label2id"] = {name: i for i, name in enumerate(label_names)}
     config_class = multiexit_config_class(model_args.model_name_or_path)
-    exit_head = model_args.exit_head or DEFAULT_EXIT_HEADS.get(method, "pooler")
+    method_config, _ = get_method(method)
+    exit_head = model_args.exit_head or method_config.exit_head
     if model_args.exit_head is None and exit_head in POOLER_STYLES:
         # The method's own style reads a pooler; backbones without one get their config's default ("native").
         backbone = config_class.from_pretrained(model_args.model_name_or_path).backbone_adapter
@@ -199,7 +197,7 @@ def build_model(model_args: ModelArguments, method: str, label_names: list[str] 
     if model_args.exit_layers is not None:
         options["exit_layers"] = model_args.exit_layers
     options["exit_pooling"] = model_args.exit_pooling
-    options.update(METHOD_MODEL_OPTIONS.get(method, {}))
+    options.update(method_config.model_options)
     _, classifier_class = AUTO_FAMILIES[config_class]
     try:
         model = classifier_class.from_pretrained(model_args.model_name_or_path, **options)

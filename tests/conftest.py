@@ -13,6 +13,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+REAL_DATA_FIXTURES = {"glue_dir", "minilm_path", "minilm_tokenizer", "sst2_dev_sentences"}
+"""Fixtures of the real MiniLM-L6 weights and the GLUE files: a test that uses one is `slow`, outside `make test-fast`."""
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def glue_dir() -> Path:

@@ -207,8 +207,10 @@ class _Handler(BaseHTTPRequestHandler):
         if payload.get("type", "model") != "model" or not re.fullmatch(f"{NAME}/{NAME}", repo_id):
             return self._error(400, f"Invalid repo {repo_id!r}")
         with self.server.lock:
-            if repo_id in self.server.repos:
-                return self._error(409, "You already created this model repo")
+            if repo_id in self.server.repos:  # the Hub's 409 names the repo's URL (create_repo(exist_ok=True) reads it)
+                return self._json(409, {"error": "You already created this model repo",
+                                        "url": f"{self.server.endpoint}/{repo_id}"},
+                                  {"X-Error-Message": "You already created this model repo"})
             self.server.repos[repo_id] = repo = Repo(private=payload.get("visibility") == "private" or bool(payload.get("private")))
             self.server.add_commit(repo, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
         self._json(200, {"url": f"{self.server.endpoint}/{repo_id}", "name": repo_id})

@@ -96,6 +96,7 @@ def test_batch_of_32_exits_as_batch_of_1(tmp_path, name, strategy_name):
         assert (alone.logits[0] - together.logits[row]).abs().max() <= 1e-4, row
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in CASES if name == CASES[name][0] or name == "deberta-v3"])
 def test_remote_code_round_trip_without_hf_multiexit(tmp_path, name):
     """One case per architecture: the saved folder loads with `trust_remote_code=True` (AutoModel and
@@ -168,6 +169,7 @@ def toy_backbone_model(tmp_path, name: str, **options) -> MultiExitModelForSeque
     return MultiExitModelForSequenceClassification.from_pretrained(folder, num_labels=2, **options)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ARCHITECTURES)
 @pytest.mark.parametrize("method", ["curriculum", "deebert", "leebert", "pabee", "romebert", "smartbert"])
 def test_every_method_trains_every_architecture(tmp_path, name, method):

@@ -123,6 +123,7 @@ def run_without_hf_multiexit(tmp_path, folder, ids, mask):
     return torch.load(tmp_path / "out.pt")
 
 
+@pytest.mark.slow
 def test_folder_loads_with_trust_remote_code_without_hf_multiexit(tmp_path):
     model = tiny_model()
     model.exit_config = ExitConfig(exit_strategy="entropy", entropy_threshold=1.09)

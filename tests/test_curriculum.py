@@ -3,6 +3,7 @@ the checkpoint's order, layer-wise vs. last-layer distillation, and a short run 
 
 import json
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from hf_multiexit.cli import main
 from hf_multiexit.losses import chained_distillation_loss, task_loss
 from hf_multiexit.trainers.curriculum import (
     PACING_FUNCTIONS,
+    SAMPLING_MODES,
     CurriculumSampler,
     baby_steps,
     difficulty_order,
@@ -55,14 +57,15 @@ def test_difficulty_scorers_and_order():
         first_correct_exit_difficulty(logits[:, :, :1], labels.float(), None, "regression")
 
 
-def test_sampler_draws_every_batch_from_the_competence_pool():
+@pytest.mark.parametrize("sampling", SAMPLING_MODES)
+def test_sampler_draws_every_batch_from_the_competence_pool(sampling):
     size, batch, per_step, total, c0 = 40, 4, 2, 6, 0.2
     order = list(reversed(range(size)))  # sample 39 is the easiest
 
     def competence(step):
         return sqrt_competence(step, total, c0, 4)
 
-    sampler = CurriculumSampler(size, batch, per_step, competence, seed=7, order_fn=lambda: order)
+    sampler = CurriculumSampler(size, batch, per_step, competence, seed=7, order_fn=lambda: order, sampling=sampling)
     assert sampler.pool_size(0) == 8 and sampler.pool_size(total) == size
     epochs = []
     for epoch in (0, 1):
@@ -78,7 +81,7 @@ def test_sampler_draws_every_batch_from_the_competence_pool():
     assert epochs[0] != epochs[1]
     assert set(epochs[0][:8]) <= set(range(32, 40))  # step 0: only the 8 easiest
     # Two processes (or micro-steps) with batch 4 share out the samples one process with batch 8 trains on.
-    single = CurriculumSampler(size, per_step * batch, 1, competence, seed=7, order_fn=lambda: order)
+    single = CurriculumSampler(size, per_step * batch, 1, competence, seed=7, order_fn=lambda: order, sampling=sampling)
     single.set_epoch(1)
     assert list(single) == epochs[1]
     uneven = CurriculumSampler(10, 4, 1, lambda step: 1.0, seed=0, order_fn=lambda: range(10))
@@ -86,6 +89,26 @@ def test_sampler_draws_every_batch_from_the_competence_pool():
     wrong = CurriculumSampler(10, 4, 1, lambda step: 1.0, seed=0, order_fn=lambda: range(9))
     with pytest.raises(ValueError, match="orders 9 samples but the training set has 10"):
         list(wrong)
+
+
+def test_pass_sampling_sees_the_pool_once_before_any_sample_twice():
+    """`sampling="pass"`: with the whole set in the pool an epoch is a permutation of it; with a fixed pool the
+    counts differ by at most one; samples admitted later join the current pass. Independent draws (the old
+    behaviour, still reachable) leave about a third of a full pool unseen in an epoch."""
+    size, batch = 200, 8
+    full = CurriculumSampler(size, batch, 1, lambda step: 1.0, seed=3, order_fn=lambda: range(size))
+    assert sorted(full) == list(range(size))
+    fixed = Counter(CurriculumSampler(size, batch, 1, lambda step: 0.25, seed=3, order_fn=lambda: range(size)))
+    assert set(fixed) == set(range(50)) and max(fixed.values()) - min(fixed.values()) <= 1
+    growing = list(CurriculumSampler(size, batch, 1, lambda step: min(1.0, 0.2 + 0.05 * step), seed=3,
+                                     order_fn=lambda: range(size)))
+    counts = Counter(growing)
+    assert len(counts) == size and max(counts.values()) <= 2  # every sample seen, none a third time
+    independent = CurriculumSampler(size, batch, 1, lambda step: 1.0, seed=3, order_fn=lambda: range(size),
+                                    sampling="independent")
+    assert 0.5 * size < len(set(independent)) < 0.75 * size
+    with pytest.raises(ValueError, match=r"sampling='random' is not one of \['pass', 'independent'\]"):
+        CurriculumSampler(size, batch, 1, lambda step: 1.0, seed=3, order_fn=lambda: range(size), sampling="random")
 
 
 def record_sampler_epochs(monkeypatch):
@@ -184,6 +207,7 @@ def test_distillation_teachers(tmp_path, distillation, teachers):
         ({"baby_steps_buckets": 0}, r"baby_steps_buckets=0 must be an integer >= 1"),
         ({"difficulty_warmup_epochs": 0}, r"difficulty_warmup_epochs=0 must be > 0"),
         ({"gamma": -0.1}, r"gamma=-0.1 is out of range"),
+        ({"curriculum_sampling": "random"}, r"curriculum_sampling='random' is not one of \['pass', 'independent'\]"),
     ],
 )
 def test_bad_curriculum_options(tmp_path, kwargs, message):

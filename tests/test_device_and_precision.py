@@ -307,6 +307,7 @@ def test_trainer_trains_with_gradient_checkpointing(tmp_path):
     assert not torch.equal(plain["bert.exits.0.classifier.weight"], tiny_model().bert.exits[0].classifier.weight)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "head", [dict(exit_head="pooler"), dict(exit_head="linear"), dict(exit_head="attention"), dict(exit_pooling="mean"),
              dict(use_skip_gates=True)],
@@ -346,6 +347,7 @@ def test_dynamic_int8_quantization_runs_early_exit(head):
     assert ran == expected
 
 
+@pytest.mark.slow
 def test_compiled_segments_give_the_same_exits_with_a_bounded_number_of_graphs():
     """`compile_segments` compiles layers, exit heads and gates with dynamic shapes (backend "eager": Dynamo's
     tracing and guards, which decide recompilation, without code generation, which takes minutes on 2 cores). Each

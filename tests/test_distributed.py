@@ -39,6 +39,7 @@ def test_every_method_has_a_ddp_case():
     assert set(METHODS) <= {CASES[case][0] for case in DDP_CASES}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", DDP_CASES)
 def test_two_processes_match_one_process_with_doubled_batch(two_process_weights, tmp_path, case):
     trainer = build_trainer(case, tmp_path, batch=2 * BATCH)

@@ -88,6 +88,7 @@ def test_replayed_exits_equal_real_early_exit_runs(regression, batch_size):
     assert len({tuple(simulate_exits(all_logits, model.config, **c).exit_layers) for c in replay_cases(model, data)}) > 2
 
 
+@pytest.mark.slow
 def test_evaluator_points_match_real_runs_and_report_fields(tmp_path):
     model = tiny_model()
     data = toy_set()

@@ -389,6 +389,7 @@ def run_client(hub, tmp_path, args):
     return proc
 
 
+@pytest.mark.slow
 def test_push_then_load_by_repo_id_without_hf_multiexit(online, model_folder, report_file, tmp_path):
     """The must-show round trip: `hf-multiexit push` in one process, then `from_pretrained(repo_id,
     trust_remote_code=True)` in a process where hf_multiexit cannot be imported, identical outputs; the card's

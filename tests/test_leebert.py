@@ -139,6 +139,7 @@ def test_bilevel_gradient_matches_finite_differences(tmp_path):
     torch.testing.assert_close(estimate, numeric, atol=1e-2 * exact.abs().max(), rtol=5e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mix", [0.5, 1.0])
 def test_resume_restores_the_learned_weights(tmp_path, mix):
     """Resuming mid-run ends where the uninterrupted run ends: the weights come back from the checkpoint, and with

@@ -57,6 +57,7 @@ def test_legacy_checkpoint_loads_with_same_outputs(name):
     _check(AutoModelForSequenceClassification.from_pretrained(FIXTURES / name), name)
 
 
+@pytest.mark.slow
 def test_legacy_checkpoint_resaved_by_this_version_loads_remotely(tmp_path):
     """A legacy checkpoint saved again by this version loads with `trust_remote_code=True` where `hf_multiexit`
     cannot be imported, with the same outputs as the fixture's."""

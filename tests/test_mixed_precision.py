@@ -97,6 +97,7 @@ def fp32_updates(tmp_path_factory):
     return updates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("case", CASES)
 def test_mixed_precision_step_matches_fp32(case, precision, tmp_path, fp32_updates):
@@ -125,6 +126,7 @@ class RecordFirstStep(TrainerCallback):
             self.after_first_step = snapshot(self.trainer)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_overflowing_fp16_step_is_skipped_and_the_next_one_trains(case, tmp_path):
     """A scale of 2^46 overflows the fp16 backward: the GradScaler must skip that step (nothing moves, the method's

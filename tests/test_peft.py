@@ -36,6 +36,7 @@ def assert_same_exits(a, b):
     torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(METHODS))
 def test_lora_trains_adapters_and_exit_heads_and_merges_exactly(tmp_path, case):
     trainer = build_trainer(case, tmp_path / "out", lora={"r": 4})

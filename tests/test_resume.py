@@ -55,6 +55,7 @@ def without_speed(metrics):
     return {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, stage, step, where", KILLS)
 def test_killed_run_resumes_to_the_uninterrupted_result(killed_runs, tmp_path, case, stage, step, where):
     killed = killed_runs[case, stage, step, where]
@@ -83,6 +84,7 @@ def saves_killed(tmp_path_factory) -> dict[str, Path]:
     return folders
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", list(SAVE_KILL_POINTS))
 def test_model_folder_killed_while_saving_loads_old_model_or_nothing(saves_killed, when):
     """Killed while saving over an older model: while the new files are written aside, the old model still loads

@@ -87,6 +87,7 @@ def restore_determinism(monkeypatch):
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("determinism", [[], ["--full_determinism", "true"]], ids=["set_seed", "full_determinism"])
 def test_same_seed_gives_identical_runs(tiny_run, tmp_path, restore_determinism, determinism):
     """Two runs in one process, the random number generators elsewhere before each."""
@@ -136,6 +137,7 @@ def trained_state(trainer) -> dict[str, torch.Tensor]:
     return state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", MODEL_INIT_CASES)
 def test_model_init_trains_every_method_reproducibly(case, tmp_path):
     """Two runs with `model_init` and one seed are bit-identical, the trainer-owned parameters (LeeBERT's loss

@@ -50,6 +50,21 @@ def test_token_info_nce_ignores_padding():
 def test_skip_reward_is_lambda_over_summed_mean_gates():
     gates = [torch.tensor([0.5, 0.25]), torch.tensor([0.1, 0.3])]
     torch.testing.assert_close(skip_reward(gates, 0.04), torch.full((2,), 0.04 / (0.375 + 0.2)))
+    # Scaled by (n / n_ref)^2: 2 gates against a 12-layer reference.
+    torch.testing.assert_close(skip_reward(gates, 0.04, 12), torch.full((2,), 0.04 * (2 / 12) ** 2 / (0.375 + 0.2)))
+
+
+def test_scaled_skip_reward_pulls_each_gate_alike_at_any_depth():
+    """With the reference depth, the gradient on one gate at equal gate values is the same for 6 and 12 layers (and
+    is the released one at 12); unscaled it is 4x larger on 6 layers."""
+    pulls = {}
+    for n in (6, 12):
+        for reference in (None, 12):
+            gates = [torch.full((3,), 0.5, requires_grad=True) for _ in range(n)]
+            skip_reward(gates, 0.04, reference).mean().backward()
+            pulls[n, reference] = gates[0].grad.sum().item()
+    assert pulls[6, None] == pytest.approx(4 * pulls[12, None])
+    assert pulls[6, 12] == pytest.approx(pulls[12, 12]) and pulls[12, 12] == pytest.approx(pulls[12, None])
 
 
 # ----------------------------------------------------------------------------------------------- gates
@@ -164,6 +179,17 @@ def test_smartbert_two_stages_train_what_they_should(tmp_path):
     assert all(p.requires_grad for p in model.parameters())
 
 
+@pytest.mark.parametrize("gate_learning_rate", [2e-5, None])
+def test_skip_gates_learn_at_their_own_rate(tmp_path, gate_learning_rate):
+    model = smart_model()
+    args = smart_args(tmp_path, learning_rate=1e-3, gate_learning_rate=gate_learning_rate)
+    trainer = SmartBertTrainer(model=model, args=args, train_dataset=ToyTask(8))
+    optimizer = trainer.create_optimizer()
+    rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert {rates[id(p)] for p in model.base_model.skip_gates.parameters()} == {gate_learning_rate or 1e-3}
+    assert rates[id(model.base_model.embeddings.word_embeddings.weight)] == 1e-3
+
+
 def test_smartbert_objective_terms_by_hand(tmp_path):
     model = smart_model().train()
     args = smart_args(tmp_path, skip_lambda=0.5, stage1_contrastive_weight=0.2, stage2_contrastive_weight=0.3)
@@ -175,7 +201,8 @@ def test_smartbert_objective_terms_by_hand(tmp_path):
     terms = trainer.objective(out, labels)
     ce = torch.nn.functional.cross_entropy(out.all_logits[-1], labels, reduction="none")
     torch.testing.assert_close(terms["final"], 0.8 * ce)
-    torch.testing.assert_close(terms["skip"], 0.8 * 0.5 / sum(g.mean() for g in out.gate_probs).expand(8))
+    scale = (NUM_LAYERS / 12) ** 2  # skip_reward_reference_layers=12
+    torch.testing.assert_close(terms["skip"], 0.8 * 0.5 * scale / sum(g.mean() for g in out.gate_probs).expand(8))
     views = [p(h) for p, h in zip(trainer.projections["layers"], out.hidden_states[1:])]
     nce = sum(token_info_nce(views[i], views[i + 1], mask, 0.5) for i in range(NUM_LAYERS - 1))
     torch.testing.assert_close(terms["contrastive"], 0.2 * nce)
@@ -193,6 +220,7 @@ def test_smartbert_objective_terms_by_hand(tmp_path):
     torch.testing.assert_close(out.all_logits[-1], heads[-1](out.hidden_states[-1], mask, None))
 
 
+@pytest.mark.slow
 def test_smartbert_resumes_in_either_stage(tmp_path):
     data = ToyTask(16)
     args = smart_args(tmp_path, num_train_epochs=1, save_strategy="steps", save_steps=1)
@@ -241,6 +269,8 @@ def test_smartbert_gradient_accumulation_matches_one_doubled_batch(tmp_path):
         ({"stage2_temperature": 0.0}, r"stage2_temperature=0.0 must be > 0"),
         ({"soft_gate_fraction": 1.5}, r"soft_gate_fraction=1.5 is out of range: it must lie in \[0, 1\]"),
         ({"skip_lambda": -0.1}, r"skip_lambda=-0.1 must be >= 0"),
+        ({"skip_reward_reference_layers": 0}, r"skip_reward_reference_layers=0 must be >= 1 or None"),
+        ({"gate_learning_rate": 0.0}, r"gate_learning_rate=0.0 must be a positive number or None"),
         ({"projection_size": 0}, r"projection_size=0 must be a positive integer"),
         ({"stage2_num_train_epochs": 0}, r"stage2_num_train_epochs=0 must be a positive number"),
     ],
@@ -266,7 +296,9 @@ def test_train_command_smartbert_on_minilm_sst2(minilm_path, glue_dir, tmp_path)
         "train", "--method", "smartbert", "--model_name_or_path", minilm_path, "--task", "sst2", "--data_dir", str(glue_dir),
         "--output_dir", str(out), "--max_train_samples", "32", "--max_eval_samples", "32", "--max_length", "32",
         "--num_train_epochs", "1", "--stage2_num_train_epochs", "1", "--soft_gate_fraction", "0", "--report_to", "none",
-        "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true", "--learning_rate", "1e-4", "--exit_learning_rate", "3e-3",
+        # Rates high enough that two steps per stage give exits whose entropies differ by more than rounding
+        # (at 1e-4 / 3e-3 they stayed within ~1e-5 of ln 2, too close to place a threshold between them).
+        "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true", "--learning_rate", "1e-3", "--exit_learning_rate", "3e-2",
     ]
     assert main(argv) == 0
     report = json.loads((out / "eval_results.json").read_text())

@@ -146,6 +146,7 @@ def test_deebert_stage_two_trains_only_the_intermediate_exits(tmp_path):
     assert [e["stage"] for e in trainer.state.log_history if "loss" in e][-1] == 2
 
 
+@pytest.mark.slow
 def test_deebert_resumes_in_the_stage_of_the_checkpoint(tmp_path):
     data = ToyTask(32)
     args = toy_args(DeeBertConfig, tmp_path, num_train_epochs=1, save_strategy="steps", save_steps=2)
@@ -275,6 +276,7 @@ class ToyRegression(ToyTask):
         return {**super().__getitem__(i), "labels": self.labels[i].float() + 2.5}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_class, trainer_class", [(PabeeConfig, PabeeTrainer), (DeeBertConfig, DeeBertTrainer)])
 def test_regression_exits_start_at_the_mean_label(tmp_path, config_class, trainer_class):
     data = ToyRegression(16)

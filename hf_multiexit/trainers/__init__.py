@@ -2,6 +2,7 @@
 
 from .base import (
     METHODS,
+    MethodPaper,
     MultiExitTrainer,
     MultiExitTrainingArguments,
     get_method,
@@ -25,6 +26,7 @@ from .smartbert_trainer import SmartBertTrainer
 
 __all__ = [
     "METHODS",
+    "MethodPaper",
     "CurriculumConfig",
     "CurriculumTrainer",
     "DeeBertConfig",

@@ -29,6 +29,16 @@ from .callbacks import StageCallback
 logger = logging.get_logger(__name__)
 
 METHODS: dict[str, tuple[type[MultiExitTrainingArguments], type[MultiExitTrainer]]] = {}
+
+
+@dataclass(frozen=True)
+class MethodPaper:
+    """A training method's paper, for the model card: display name, citation and link (None where the paper has no
+    open-access page)."""
+
+    name: str
+    title: str
+    url: str | None = None
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 
 
@@ -71,7 +81,23 @@ def get_method(name: str) -> tuple[type[MultiExitTrainingArguments], type[MultiE
 
 @dataclass
 class MultiExitTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus what every multi-exit method shares."""
+    """`TrainingArguments` plus what every multi-exit method shares.
+
+    A method's config class also carries what the rest of the package needs to know about the method, so that a method
+    is one config file, one trainer file and one `register_method`: its `paper` (model card), its exit-head style
+    `exit_head` and `model_options` (the model `hf-multiexit train` builds for it), and `default_exit_config` (the
+    exit rule saved with the trained model)."""
+
+    paper: ClassVar[MethodPaper | None] = None
+    exit_head: ClassVar[str] = "pooler"
+    """The paper's exit-head style (`EXIT_HEAD_STYLES`); a backbone without a pooler gets its own default where this
+    style needs one."""
+    model_options: ClassVar[dict[str, Any]] = {}
+    """Model config fields the method needs (SmartBERT: its skip gates)."""
+    default_exit_strategy: ClassVar[str] = "none"
+    exit_rule_fields: ClassVar[tuple[str, ...]] = ()
+    """The saved rule's strategy and the config fields that set it (`patience`, `entropy_threshold`), which carry the
+    same names in `ExitConfig`."""
 
     task: str | None = field(
         default=None,
@@ -97,6 +123,12 @@ class MultiExitTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.exit_learning_rate is not None and not self.exit_learning_rate > 0:
             raise ValueError(f"exit_learning_rate={self.exit_learning_rate} must be a positive number or None.")
+
+    def default_exit_config(self, model_config) -> ExitConfig:
+        """The exit rule saved with a model trained by this method (`model_config`: the trained model's config):
+        `default_exit_strategy` set by the `exit_rule_fields` of this config (none, i.e. full depth, for trainers
+        used without a method's config)."""
+        return ExitConfig(exit_strategy=self.default_exit_strategy, **{name: getattr(self, name) for name in self.exit_rule_fields})
 
 
 def seed_run(args: TrainingArguments) -> None:
@@ -145,6 +177,21 @@ def set_exit_biases(model, value: torch.Tensor) -> None:
     with torch.no_grad():
         for head in model.base_model.exits:
             head.classifier.bias.copy_(value.to(head.classifier.bias.dtype).expand_as(head.classifier.bias))
+
+
+def move_to_own_groups(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], lr: float) -> None:
+    """Moves `params` out of the optimizer's parameter groups into groups of their own at learning rate `lr`, each
+    keeping the rest of the group it came from (weight decay). Call before the learning-rate schedule is built."""
+    ids = {id(p) for p in params}
+    groups = []
+    for group in optimizer.param_groups:
+        moved = [p for p in group["params"] if id(p) in ids]
+        kept = [p for p in group["params"] if id(p) not in ids]
+        groups += [{**group, "params": kept}] if kept else []
+        groups += [{**group, "params": moved, "lr": lr}] if moved else []
+    optimizer.param_groups.clear()
+    for group in groups:
+        optimizer.add_param_group(group)
 
 
 class MultiExitTrainer(Trainer):
@@ -220,8 +267,10 @@ class MultiExitTrainer(Trainer):
         raise NotImplementedError
 
     def default_exit_config(self) -> ExitConfig:
-        """The method's exit rule, saved as the model's `exit_config.json` unless the model already has one."""
-        return ExitConfig()
+        """The method's exit rule (its config's `default_exit_config`), saved as the model's `exit_config.json`
+        unless the model already has one."""
+        rule = getattr(self.args, "default_exit_config", None)
+        return ExitConfig() if rule is None else rule(self.unwrapped_model(self.model).config)
 
     def saved_exit_config(self) -> ExitConfig:
         """`default_exit_config`, or patience (PABEE's rule, the one early-exit rule defined for regression) where
@@ -308,16 +357,7 @@ class MultiExitTrainer(Trainer):
         if self.optimizer is not None or self.args.exit_learning_rate is None:
             return super().create_optimizer(model)
         optimizer = super().create_optimizer(model)
-        exit_ids = {id(p) for p in self.intermediate_exit_parameters(model)}
-        groups = []
-        for group in optimizer.param_groups:
-            exits = [p for p in group["params"] if id(p) in exit_ids]
-            others = [p for p in group["params"] if id(p) not in exit_ids]
-            groups += [{**group, "params": others}] if others else []
-            groups += [{**group, "params": exits, "lr": self.args.exit_learning_rate}] if exits else []
-        optimizer.param_groups.clear()
-        for group in groups:
-            optimizer.add_param_group(group)
+        move_to_own_groups(optimizer, self.intermediate_exit_parameters(model), self.args.exit_learning_rate)
         return optimizer
 
     # ----------------------------------------------------------------------------------------------- stages

@@ -84,6 +84,9 @@ def length_difficulty(all_logits, labels, lengths, problem_type) -> torch.Tensor
     return lengths.float()
 
 
+SAMPLING_MODES = ("pass", "independent")
+"""How `CurriculumSampler` draws from the pool: a pass without replacement, or each step on its own."""
+
 DIFFICULTY_SCORERS: dict[str, DifficultyScorer] = {
     "loss": DifficultyScorer(loss_difficulty, needs_warmup=True),
     "first_correct_exit": DifficultyScorer(first_correct_exit_difficulty, needs_warmup=True),
@@ -100,9 +103,16 @@ def difficulty_order(scores: torch.Tensor) -> list[int]:
 
 
 class CurriculumSampler(Sampler[int]):
-    """Yields one epoch of `num_samples` indices, optimizer step by optimizer step: the samples of step `t` are one
-    draw, uniform without replacement, of `batch_size x batches_per_step` samples (the last step of an epoch: the
-    rest) from the easiest `max(batch_size x batches_per_step, ceil(c(t) N))` samples of `order`.
+    """Yields one epoch of `num_samples` indices, optimizer step by optimizer step: step `t` takes `batch_size x
+    batches_per_step` samples (the last step of an epoch: the rest) from the pool, the easiest
+    `max(batch_size x batches_per_step, ceil(c(t) N))` samples of `order`.
+
+    `sampling="pass"` (default) goes through the pool without replacement: a pass is a random order of the pool,
+    steps take its next samples, samples that join the pool as competence grows join the current pass at random
+    places, and a new pass starts when one is used up, so every sample of the pool is seen once before any is seen
+    twice (an epoch with the whole set in the pool sees every sample). `sampling="independent"` draws each step on its
+    own (uniform without replacement within the step), as competence-based curriculum learning states it (Platanios
+    et al., 2019); with a full pool an epoch then sees only about 1 - 1/e = 63% of the set.
 
     `batches_per_step` = gradient accumulation steps x processes: accelerate deals consecutive batches of
     `batch_size` out to the processes in turn, so each process and micro-step trains on its slice of the step's
@@ -121,7 +131,11 @@ class CurriculumSampler(Sampler[int]):
         competence: Callable[[int], float],
         seed: int,
         order_fn: Callable[[], Sequence[int]],
+        sampling: str = "pass",
     ):
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling={sampling!r} is not one of {list(SAMPLING_MODES)}.")
+        self.sampling = sampling
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.batches_per_step = batches_per_step
@@ -155,10 +169,31 @@ class CurriculumSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.tensor(self.order)
         steps_per_epoch = math.ceil(self.num_samples / self.step_size)
+        pending: list[int] = []  # "pass": positions in `order` the current pass has not taken yet
+        joined = 0  # "pass": pool size the pending positions were drawn from
         for step in range(steps_per_epoch):
             size = min(self.step_size, self.num_samples - step * self.step_size)
             pool = self.pool_size(self.epoch * steps_per_epoch + step)
-            yield from order[torch.randperm(pool, generator=generator)[:size]].tolist()
+            if self.sampling == "independent":
+                yield from order[torch.randperm(pool, generator=generator)[:size]].tolist()
+                continue
+            if pool > joined:  # the newly admitted samples join the current pass at random places
+                pending = _interleave(pending, (joined + torch.randperm(pool - joined, generator=generator)).tolist(), generator)
+                joined = pool
+            taken = pending[:size]
+            pending = pending[size:]
+            if len(taken) < size:  # the pass is used up: a new one, without the samples this step already has
+                fresh = [i for i in torch.randperm(pool, generator=generator).tolist() if i not in set(taken)]
+                pending = fresh[size - len(taken):] + taken  # this step's early samples end the new pass
+                taken += fresh[: size - len(taken)]
+            yield from order[taken].tolist()
+
+
+def _interleave(first: list[int], second: list[int], generator: torch.Generator) -> list[int]:
+    """The two lists merged at random places, each keeping its own order."""
+    slots = set(torch.randperm(len(first) + len(second), generator=generator)[: len(second)].tolist())
+    rest, inserted = iter(first), iter(second)
+    return [next(inserted) if position in slots else next(rest) for position in range(len(first) + len(second))]
 
 
 def find_sampler(dataloader) -> CurriculumSampler | None:

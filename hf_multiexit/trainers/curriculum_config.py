@@ -4,9 +4,10 @@ Inference via Curriculum Learning and Knowledge Distillation", IJSEKE 2023)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from .base import MultiExitTrainingArguments
-from .curriculum import DIFFICULTY_SCORERS, PACING_FUNCTIONS
+from .base import MethodPaper, MultiExitTrainingArguments
+from .curriculum import DIFFICULTY_SCORERS, PACING_FUNCTIONS, SAMPLING_MODES
 
 DISTILLATION_TEACHERS = {
     "layerwise": lambda exit_index, num_exits: exit_index + 1,
@@ -20,6 +21,13 @@ class CurriculumConfig(MultiExitTrainingArguments):
     """Curriculum over training samples plus layer-wise (or last-layer) self-distillation. No code was released;
     the reconstruction's choices are documented on each field and in `CurriculumTrainer`. Training defaults are
     BERT fine-tuning's (lr 2e-5, batch 32, 3 epochs)."""
+
+    paper: ClassVar[MethodPaper] = MethodPaper(
+        "Curriculum learning with layer-wise distillation",
+        "Curriculum learning and layer-wise distillation for multi-exit BERT (Gu et al., IJSEKE 2023)",
+    )
+    default_exit_strategy: ClassVar[str] = "patience"
+    exit_rule_fields: ClassVar[tuple[str, ...]] = ("patience",)
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (BERT fine-tuning's 2e-5)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device."})
@@ -40,6 +48,12 @@ class CurriculumConfig(MultiExitTrainingArguments):
         metadata={"help": f"One of {list(PACING_FUNCTIONS)}: competence c(t) = min(1, sqrt(t (1 - c0^2) / T + "
                   "c0^2)) ('sqrt'), min(1, t (1 - c0) / T + c0) ('linear'), or baby steps: min(1, (floor(t K / T) "
                   "+ 1) / K) ('baby_steps')."},
+    )
+    curriculum_sampling: str = field(
+        default="pass",
+        metadata={"help": "'pass': the steps go through the current pool without replacement (every sample of the pool "
+                  "once before any twice; new samples join the current pass); 'independent': each step draws from "
+                  "the pool on its own (earlier versions; with the whole set in the pool an epoch sees ~63% of it)."},
     )
     initial_competence: float = field(
         default=0.2, metadata={"help": "c0 in (0, 1]: the easiest fraction of the data available at step 0."}
@@ -65,7 +79,8 @@ class CurriculumConfig(MultiExitTrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        choices = {"difficulty_scorer": DIFFICULTY_SCORERS, "pacing": PACING_FUNCTIONS, "distillation": DISTILLATION_TEACHERS}
+        choices = {"difficulty_scorer": DIFFICULTY_SCORERS, "pacing": PACING_FUNCTIONS, "distillation": DISTILLATION_TEACHERS,
+                   "curriculum_sampling": SAMPLING_MODES}
         for name, registry in choices.items():
             if getattr(self, name) not in registry:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {list(registry)}.")

@@ -9,7 +9,6 @@ import math
 import torch
 
 from ..losses import chained_distillation_loss
-from ..models.multiexit_bert import ExitConfig
 from .base import MultiExitTrainer, register_method
 from .curriculum import DIFFICULTY_SCORERS, PACING_FUNCTIONS, CurriculumCallback, CurriculumSampler, difficulty_order
 from .curriculum_config import DISTILLATION_TEACHERS, CurriculumConfig
@@ -57,9 +56,6 @@ class CurriculumTrainer(MultiExitTrainer):
         )
         return {self.args.distillation: loss}
 
-    def default_exit_config(self) -> ExitConfig:
-        return ExitConfig(exit_strategy="patience", patience=self.args.patience)
-
     def stage_arguments(self, index: int):
         return {"num_train_epochs": self.args.difficulty_warmup_epochs} if self.stages[index] == "warmup" else {}
 
@@ -86,6 +82,7 @@ class CurriculumTrainer(MultiExitTrainer):
             competence=lambda step: pacing(step, total, args.initial_competence, args.baby_steps_buckets),
             seed=args.seed,
             order_fn=lambda: difficulty_order(self.difficulty_scores(dataset)),
+            sampling=args.curriculum_sampling,
         )
 
     def difficulty_scores(self, dataset) -> torch.Tensor:

@@ -4,14 +4,23 @@ Inference", ACL 2020)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from .base import MultiExitTrainingArguments
+from .base import MethodPaper, MultiExitTrainingArguments
 
 
 @dataclass
 class DeeBertConfig(MultiExitTrainingArguments):
     """DeeBERT: stage 1 fine-tunes backbone and final classifier; stage 2 freezes them and trains the intermediate
     exits. Defaults are the paper's (lr 2e-5, batch 8, 3 epochs per stage)."""
+
+    paper: ClassVar[MethodPaper] = MethodPaper(
+        "DeeBERT",
+        "DeeBERT: Dynamic Early Exiting for Accelerating BERT Inference (Xin et al., ACL 2020)",
+        "https://arxiv.org/abs/2004.12993",
+    )
+    default_exit_strategy: ClassVar[str] = "entropy"
+    exit_rule_fields: ClassVar[tuple[str, ...]] = ("entropy_threshold",)
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of stage 1 (paper: 2e-5)."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Batch size per device (paper: 8)."})

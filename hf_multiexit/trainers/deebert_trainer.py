@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ..losses import task_loss
-from ..models.multiexit_bert import ExitConfig
 from .base import MultiExitTrainer, register_method
 from .deebert_config import DeeBertConfig
 
@@ -45,6 +44,3 @@ class DeeBertTrainer(MultiExitTrainer):
 
     def first_stage(self) -> int:
         return 1 if self.args.skip_first_stage else 0
-
-    def default_exit_config(self) -> ExitConfig:
-        return ExitConfig(exit_strategy="entropy", entropy_threshold=self.args.entropy_threshold)

@@ -4,8 +4,9 @@ ACL 2021)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from .base import MultiExitTrainingArguments
+from .base import MethodPaper, MultiExitTrainingArguments
 
 WEIGHT_NORMALIZATIONS = ("softmax", "sigmoid")
 
@@ -15,6 +16,14 @@ class LeeBertConfig(MultiExitTrainingArguments):
     """LeeBERT: mutual distillation between all exits with learned loss-term weights, trained by cross-level
     optimisation (CLO). No code was released; the reconstruction and its choices are documented in
     `LeeBertTrainer`. Training defaults are PABEE's (lr 2e-5, batch 32, 5 epochs), whose setup LeeBERT follows."""
+
+    paper: ClassVar[MethodPaper] = MethodPaper(
+        "LeeBERT",
+        "LeeBERT: Learned Early Exit for BERT with Cross-Level Optimization (Zhu, ACL 2021)",
+    )
+    exit_head: ClassVar[str] = "linear"
+    default_exit_strategy: ClassVar[str] = "patience"
+    exit_rule_fields: ClassVar[tuple[str, ...]] = ("patience",)
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of the model (PABEE's 2e-5)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device (PABEE's 32)."})

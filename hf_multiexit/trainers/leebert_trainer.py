@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import Subset
 
 from ..losses import mutual_distillation_pairs, mutual_distillation_terms, task_loss
-from ..models.multiexit_bert import ExitConfig
 from .base import MultiExitTrainer, register_method
 from .callbacks import ZeroGradAfterStep
 from .leebert_config import LeeBertConfig
@@ -163,9 +162,6 @@ class LeeBertTrainer(MultiExitTrainer):
         labels = inputs["labels"]
         outputs = self.model_outputs(model, inputs)
         return torch.stack([task_loss(z, labels, self.problem_type).mean() for z in outputs.all_logits]).mean()
-
-    def default_exit_config(self) -> ExitConfig:
-        return ExitConfig(exit_strategy="patience", patience=self.args.patience)
 
     # ----------------------------------------------------------------------------------------------- optimisation
     def create_optimizer(self, model=None):

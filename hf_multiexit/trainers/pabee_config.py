@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from .base import MultiExitTrainingArguments
+from .base import MethodPaper, MultiExitTrainingArguments
 
 
 @dataclass
 class PabeeConfig(MultiExitTrainingArguments):
     """PABEE: one stage, every parameter, the weighted joint loss `sum_j w_j CE(z_j, y) / sum_j w_j`, `w_j = j`.
     Defaults are the paper's (lr 2e-5, batch 32, 5 epochs)."""
+
+    paper: ClassVar[MethodPaper] = MethodPaper(
+        "PABEE",
+        "BERT Loses Patience: Fast and Robust Inference with Early Exit (Zhou et al., NeurIPS 2020)",
+        "https://arxiv.org/abs/2006.04152",
+    )
+    exit_head: ClassVar[str] = "linear"
+    default_exit_strategy: ClassVar[str] = "patience"
+    exit_rule_fields: ClassVar[tuple[str, ...]] = ("patience",)
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (paper: 2e-5)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device (paper: 32)."})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ..losses import weighted_exit_loss
-from ..models.multiexit_bert import ExitConfig
 from .base import MultiExitTrainer, register_method
 from .pabee_config import PabeeConfig
 
@@ -23,6 +22,3 @@ class PabeeTrainer(MultiExitTrainer):
                 f"(layers {self.exit_layers})."
             )
         return {"weighted": weighted_exit_loss(outputs.all_logits, labels, self.problem_type, weights)}
-
-    def default_exit_config(self) -> ExitConfig:
-        return ExitConfig(exit_strategy="patience", patience=self.args.patience)

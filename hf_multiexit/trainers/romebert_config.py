@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..losses import KD_REDUCTIONS
-from .base import MultiExitTrainingArguments
+from .base import MethodPaper, MultiExitTrainingArguments
 
 GRADIENT_REGULARIZATIONS = ("gp", "ge", "none")
 
@@ -14,6 +15,14 @@ GRADIENT_REGULARIZATIONS = ("gp", "ge", "none")
 class RomeBertConfig(MultiExitTrainingArguments):
     """RomeBERT: one stage of self-distillation from the final exit plus gradient regularisation. Defaults are the
     paper's (lr 2e-5, batch 8, 3 epochs, gamma 0.9, T 3, gradient projection as released)."""
+
+    paper: ClassVar[MethodPaper] = MethodPaper(
+        "RomeBERT",
+        "RomeBERT: Robust Training of Multi-Exit BERT (2021)",
+        "https://arxiv.org/abs/2101.09755",
+    )
+    default_exit_strategy: ClassVar[str] = "entropy"
+    exit_rule_fields: ClassVar[tuple[str, ...]] = ("entropy_threshold",)
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (paper: 2e-5)."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Batch size per device (paper: 8)."})

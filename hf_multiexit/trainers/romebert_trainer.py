@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from ..losses import distillation_loss, project_conflicting, task_loss
-from ..models.multiexit_bert import ExitConfig
 from .base import MultiExitTrainer, register_method
 from .romebert_config import RomeBertConfig
 
@@ -43,9 +42,6 @@ class RomeBertTrainer(MultiExitTrainer):
 
     def forward_kwargs(self):
         return {"gradient_equilibrium": self.args.gradient_regularization == "ge"}
-
-    def default_exit_config(self) -> ExitConfig:
-        return ExitConfig(exit_strategy="entropy", entropy_threshold=self.args.entropy_threshold)
 
     def projection_parameters(self, model) -> list[torch.nn.Parameter]:
         """Weight matrices (not LayerNorm, not biases) of encoder layers 1..L-1 that are being trained (ALBERT's

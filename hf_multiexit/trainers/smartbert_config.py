@@ -4,8 +4,10 @@ Accelerating BERT Inference", IJCAI 2023)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from .base import MultiExitTrainingArguments
+from ..models.multiexit_bert import ExitConfig
+from .base import MethodPaper, MultiExitTrainingArguments
 
 
 @dataclass
@@ -14,6 +16,13 @@ class SmartBertConfig(MultiExitTrainingArguments):
     skipping reward and a token-level cross-layer contrastive loss; stage 2 freezes them and trains the intermediate
     exits with a contrastive loss between consecutive exits. Defaults are the released script's (lr 2e-5, batch 16,
     weight decay 0.01, 5 + 4 epochs, lambda 0.04, eta1 0.01, tau1 0.5, eta2 0.05, tau2 0.55, 3 of 5 epochs soft)."""
+
+    paper: ClassVar[MethodPaper] = MethodPaper(
+        "SmartBERT",
+        "SmartBERT: A Promotion of Dynamic Early Exiting Mechanism for Accelerating BERT Inference (Hu et al., IJCAI 2023)",
+    )
+    exit_head: ClassVar[str] = "attention"
+    model_options: ClassVar[dict] = {"use_skip_gates": True}
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of stage 1 (script: 2e-5)."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device (script: 16)."})
@@ -30,6 +39,17 @@ class SmartBertConfig(MultiExitTrainingArguments):
     )
     skip_lambda: float = field(
         default=0.04, metadata={"help": "lambda of the skipping reward lambda / sum_i mean(g_i) (script: 0.04)."}
+    )
+    skip_reward_reference_layers: int | None = field(
+        default=12,
+        metadata={"help": "Scale lambda by (n / this)^2 on a model with n gated layers, so each gate is pulled as hard "
+                  "as in the released 12-layer BERT-base setting at any depth (the released term pulls a gate with "
+                  "-lambda / (sum_i g_i)^2, 4x harder on 6 layers than on 12). None: the released term unscaled."},
+    )
+    gate_learning_rate: float | None = field(
+        default=2e-5,
+        metadata={"help": "Learning rate of the skip gates (script: 2e-5, the rate it trains everything at, whatever "
+                  "--learning_rate is). None: the backbone's --learning_rate."},
     )
     stage1_contrastive_weight: float = field(
         default=0.01, metadata={"help": "eta1 in [0, 1): weight of the cross-layer token InfoNCE in stage 1 (script: 0.01)."}
@@ -64,9 +84,19 @@ class SmartBertConfig(MultiExitTrainingArguments):
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0.")
         if not 0.0 <= self.soft_gate_fraction <= 1.0:
             raise ValueError(f"soft_gate_fraction={self.soft_gate_fraction} is out of range: it must lie in [0, 1].")
+        if self.skip_reward_reference_layers is not None and not self.skip_reward_reference_layers >= 1:
+            raise ValueError(f"skip_reward_reference_layers={self.skip_reward_reference_layers} must be >= 1 or None.")
+        if self.gate_learning_rate is not None and not self.gate_learning_rate > 0:
+            raise ValueError(f"gate_learning_rate={self.gate_learning_rate} must be a positive number or None.")
         if not self.skip_lambda >= 0:
             raise ValueError(f"skip_lambda={self.skip_lambda} must be >= 0.")
         if not (isinstance(self.projection_size, int) and self.projection_size >= 1):
             raise ValueError(f"projection_size={self.projection_size} must be a positive integer.")
         if not self.entropy_threshold >= 0:
             raise ValueError(f"entropy_threshold={self.entropy_threshold} must be >= 0.")
+
+    def default_exit_config(self, model_config) -> ExitConfig:
+        """Skip gates at the trained model's `gate_threshold`, then entropy exit (the released inference)."""
+        return ExitConfig(
+            exit_strategy="skip", entropy_threshold=self.entropy_threshold, gate_threshold=model_config.gate_threshold
+        )

@@ -12,8 +12,7 @@ from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..losses import skip_reward, task_loss, token_info_nce
-from ..models.multiexit_bert import ExitConfig
-from .base import MultiExitTrainer, register_method
+from .base import MultiExitTrainer, move_to_own_groups, register_method
 from .callbacks import ZeroGradAfterStep
 from .smartbert_config import SmartBertConfig
 
@@ -104,7 +103,9 @@ class SmartBertTrainer(MultiExitTrainer):
             views = [project(h) for project, h in zip(self.projections["layers"], outputs.hidden_states[1:])]
             return {
                 "final": (1 - eta) * task_loss(outputs.all_logits[-1], labels, self.problem_type),
-                "skip": (1 - eta) * skip_reward(outputs.gate_probs, self.args.skip_lambda),
+                "skip": (1 - eta) * skip_reward(
+                    outputs.gate_probs, self.args.skip_lambda, self.args.skip_reward_reference_layers
+                ),
                 "contrastive": eta * sum(token_info_nce(a, b, mask, tau) for a, b in zip(views, views[1:])),
             }
         eta, tau = self.args.stage2_contrastive_weight, self.args.stage2_temperature
@@ -120,11 +121,6 @@ class SmartBertTrainer(MultiExitTrainer):
             "exits": (1 - eta) * sum(task_loss(z, labels, self.problem_type) for z in outputs.all_logits[:-1]),
             "contrastive": eta * contrastive,
         }
-
-    def default_exit_config(self) -> ExitConfig:
-        return ExitConfig(
-            exit_strategy="skip", entropy_threshold=self.args.entropy_threshold, gate_threshold=self.model.config.gate_threshold
-        )
 
     # ----------------------------------------------------------------------------------------------- stages
     def stage_trainable(self, index, model):
@@ -146,6 +142,9 @@ class SmartBertTrainer(MultiExitTrainer):
     # ----------------------------------------------------------------------------------------------- projections
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
+        if self.stage == "backbone" and self.args.gate_learning_rate is not None:
+            move_to_own_groups(optimizer, list(self.unwrapped_model(model).base_model.skip_gates.parameters()),
+                               self.args.gate_learning_rate)
         params = self.stage_projections()
         present = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if params and id(params[0]) not in present:
