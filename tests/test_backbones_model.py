@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_backbones import CASES, make_batch, make_config, randomize
-from test_checkpoints import run_without_hf_multiexit
+from test_checkpoints import run_many_without_hf_multiexit
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, BertConfig, GPT2Config
 
 from hf_multiexit import ExitConfig, MultiExitModel, MultiExitModelConfig, MultiExitModelForSequenceClassification
@@ -96,23 +96,41 @@ def test_batch_of_32_exits_as_batch_of_1(tmp_path, name, strategy_name):
         assert (alone.logits[0] - together.logits[row]).abs().max() <= 1e-4, row
 
 
+REMOTE_CASES = [name for name in CASES if name == CASES[name][0] or name == "deberta-v3"]
+"""One case per architecture (and DeBERTa-v3 beside v2)."""
+
+
+@pytest.fixture(scope="module")
+def remote_round_trips(tmp_path_factory):
+    """Per case of `REMOTE_CASES`: its saved multi-exit folder (exits redrawn, entropy rule at the middle entropy), its
+    batch, and what the folder gave with `trust_remote_code=True` in a process without hf_multiexit (all cases in one
+    subprocess: one transformers import instead of one per architecture)."""
+    root = tmp_path_factory.mktemp("remote")
+    cases = {}
+    for name in REMOTE_CASES:
+        folder, stock = stock_folder(root, name)
+        model = MultiExitModelForSequenceClassification.from_pretrained(folder, num_labels=3)
+        randomize(model.base_model.exits, seed=1)
+        batch = make_batch(stock.config)
+        model.eval().exit_config = ExitConfig(exit_strategy="entropy", entropy_threshold=middle_entropy(model, batch))
+        model.save_pretrained(root / f"multiexit-{name}")
+        cases[name] = (root / f"multiexit-{name}", batch)
+    jobs = [(folder, batch["input_ids"], batch["attention_mask"]) for folder, batch in cases.values()]
+    results = run_many_without_hf_multiexit(root, jobs)
+    return {name: (*cases[name], result) for name, result in zip(cases, results)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [name for name in CASES if name == CASES[name][0] or name == "deberta-v3"])
-def test_remote_code_round_trip_without_hf_multiexit(tmp_path, name):
+@pytest.mark.parametrize("name", REMOTE_CASES)
+def test_remote_code_round_trip_without_hf_multiexit(remote_round_trips, name):
     """One case per architecture: the saved folder loads with `trust_remote_code=True` (AutoModel and
     AutoModelForSequenceClassification) in a process where `hf_multiexit` cannot be imported, with identical logits
     and exit layers under the saved exit configuration and under patience. The reference is the same folder loaded
     with hf_multiexit: the in-memory model can differ in the last bit (1e-7), since the weights' memory alignment
     after loading changes the reduction order of vectorised kernels."""
-    folder, stock = stock_folder(tmp_path, name)
-    model = MultiExitModelForSequenceClassification.from_pretrained(folder, num_labels=3)
-    randomize(model.base_model.exits, seed=1)
-    batch = make_batch(stock.config)
-    model.eval().exit_config = ExitConfig(exit_strategy="entropy", entropy_threshold=middle_entropy(model, batch))
-    model.save_pretrained(tmp_path / "multiexit")
-    result = run_without_hf_multiexit(tmp_path, tmp_path / "multiexit", batch["input_ids"], batch["attention_mask"])
+    folder, batch, result = remote_round_trips[name]
     assert result["blocked"]
-    model = MultiExitModelForSequenceClassification.from_pretrained(tmp_path / "multiexit").eval()
+    model = MultiExitModelForSequenceClassification.from_pretrained(folder).eval()
     with torch.no_grad():
         expected = model(batch["input_ids"], batch["attention_mask"])
         expected_patience = model(batch["input_ids"], batch["attention_mask"], exit_strategy="patience", patience=1)

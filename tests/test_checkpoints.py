@@ -90,37 +90,48 @@ REMOTE_SCRIPT = BLOCK_HF_MULTIEXIT + textwrap.dedent(
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
 
-    folder, inputs, output = sys.argv[1:4]
-    batch = torch.load(inputs)
-    result = {}
-    for name, auto in (("cls", AutoModelForSequenceClassification), ("base", AutoModel)):
-        model = auto.from_pretrained(folder, trust_remote_code=True).eval()
-        assert "transformers_modules" in type(model).__module__, type(model).__module__
-        with torch.no_grad():
-            out = model(batch["ids"], batch["mask"])
-            patience = model(batch["ids"], batch["mask"], exit_strategy="patience", patience=1)
-        result[name] = (out.logits, out.exit_layers, patience.logits, patience.exit_layers)
-    try:
-        import hf_multiexit  # noqa: F401
-        result["blocked"] = False
-    except ImportError:
-        result["blocked"] = True
-    torch.save(result, output)
+    args = sys.argv[1:]
+    for folder, inputs, output in zip(args[0::3], args[1::3], args[2::3]):
+        batch = torch.load(inputs)
+        result = {}
+        for name, auto in (("cls", AutoModelForSequenceClassification), ("base", AutoModel)):
+            model = auto.from_pretrained(folder, trust_remote_code=True).eval()
+            assert "transformers_modules" in type(model).__module__, type(model).__module__
+            with torch.no_grad():
+                out = model(batch["ids"], batch["mask"])
+                patience = model(batch["ids"], batch["mask"], exit_strategy="patience", patience=1)
+            result[name] = (out.logits, out.exit_layers, patience.logits, patience.exit_layers)
+        try:
+            import hf_multiexit  # noqa: F401
+            result["blocked"] = False
+        except ImportError:
+            result["blocked"] = True
+        torch.save(result, output)
     """
 )
 
 
 def run_without_hf_multiexit(tmp_path, folder, ids, mask):
+    """`run_many_without_hf_multiexit` for one folder."""
+    return run_many_without_hf_multiexit(tmp_path, [(folder, ids, mask)])[0]
+
+
+def run_many_without_hf_multiexit(tmp_path, jobs):
+    """Loads each `(folder, ids, mask)` of `jobs` with `trust_remote_code=True` in one subprocess where `hf_multiexit`
+    cannot be imported (one process start and transformers import for all of them), and returns per job the logits
+    and exit layers of AutoModelForSequenceClassification (`cls`) and AutoModel (`base`) under the saved rule and under
+    patience 1, and whether the import was blocked."""
     script = tmp_path / "remote.py"
     script.write_text(REMOTE_SCRIPT)
-    torch.save({"ids": ids, "mask": mask}, tmp_path / "inputs.pt")
+    argv = []
+    for index, (folder, ids, mask) in enumerate(jobs):
+        torch.save({"ids": ids, "mask": mask}, tmp_path / f"inputs-{index}.pt")
+        argv += [str(folder), str(tmp_path / f"inputs-{index}.pt"), str(tmp_path / f"out-{index}.pt")]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
-    proc = subprocess.run(
-        [sys.executable, str(script), str(folder), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    proc = subprocess.run([sys.executable, str(script), *argv], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300 * len(jobs))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return torch.load(tmp_path / "out.pt")
+    return [torch.load(tmp_path / f"out-{index}.pt") for index in range(len(jobs))]
 
 
 @pytest.mark.slow
