@@ -180,18 +180,18 @@ def load_datasets(data_args: DataArguments, task: str | None, tokenizer):
     return train, validation, label_names
 
 
-def build_model(model_args: ModelArguments, method: str, label_names: list[str] | None):
+def build_model(model_args: ModelArguments, method: str, label_names: list[str] | None, checkpoint_config):
     options: dict[str, Any] = {"num_labels": len(label_names) if label_names else 1}
     if label_names:
         options["id2label"] = dict(enumerate(label_names))
         options["label2id"] = {name: i for i, name in enumerate(label_names)}
-    config_class = multiexit_config_class(model_args.model_name_or_path)
+    # `checkpoint_config`: the checkpoint's config as its multi-exit config class reads it (build_trainer has it).
+    config_class = type(checkpoint_config)
     method_config, _ = get_method(method)
     exit_head = model_args.exit_head or method_config.exit_head
     if model_args.exit_head is None and exit_head in POOLER_STYLES:
         # The method's own style reads a pooler; backbones without one get their config's default ("native").
-        backbone = config_class.from_pretrained(model_args.model_name_or_path).backbone_adapter
-        exit_head = exit_head if backbone.has_pooler else None
+        exit_head = exit_head if checkpoint_config.backbone_adapter.has_pooler else None
     if exit_head is not None:  # None leaves the config's own default; passed, it would override it with None
         options["exit_head"] = exit_head
     if model_args.exit_layers is not None:
@@ -243,8 +243,8 @@ def build_trainer(
     that share of the training set is held out first (`hold_out_split`, seeded by `training_args.seed`) and
     `held_out` is `(examples, record for calibration_split.json)`; else None."""
     _, trainer_class = get_method(method)
-    config = multiexit_config_class(model_args.model_name_or_path).from_pretrained(model_args.model_name_or_path)
-    positions = config.backbone_adapter.max_length(config.backbone_config)
+    checkpoint_config = multiexit_config_class(model_args.model_name_or_path).from_pretrained(model_args.model_name_or_path)
+    positions = checkpoint_config.backbone_adapter.max_length(checkpoint_config.backbone_config)
     if data_args.max_length > positions:
         # The tokenizer's limit may be unset or larger; longer inputs would fail inside the embeddings.
         raise ValueError(
@@ -264,7 +264,7 @@ def build_trainer(
     check_metric(data_args.metric, training_args.task, len(label_names) if label_names else 1)
     # Trainer seeds only once the model exists; its exit heads (gates, LoRA adapters) are initialised here.
     seed_run(training_args)
-    model = build_model(model_args, method, label_names)
+    model = build_model(model_args, method, label_names, checkpoint_config)
     config = model.config
     trainer = trainer_class(
         model=model,

@@ -183,7 +183,8 @@ class CurriculumSampler(Sampler[int]):
             taken = pending[:size]
             pending = pending[size:]
             if len(taken) < size:  # the pass is used up: a new one, without the samples this step already has
-                fresh = [i for i in torch.randperm(pool, generator=generator).tolist() if i not in set(taken)]
+                in_step = set(taken)
+                fresh = [i for i in torch.randperm(pool, generator=generator).tolist() if i not in in_step]
                 pending = fresh[size - len(taken):] + taken  # this step's early samples end the new pass
                 taken += fresh[: size - len(taken)]
             yield from order[taken].tolist()
