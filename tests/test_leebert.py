@@ -191,3 +191,24 @@ def test_leebert_command_on_real_minilm_and_sst2(minilm_path, glue_dir, tmp_path
     assert learned["ce_1"] != pytest.approx(0.5 / 6, abs=1e-6)  # the weights moved in 3 steps
     model = MultiExitBertForSequenceClassification.from_pretrained(out).eval()
     assert model.exit_config.exit_strategy == "patience"
+
+
+def test_joint_weight_scheme_keeps_pabee_label_weights_and_learns_downward_distillation():
+    """`weight_scheme="joint"`: the label terms have PABEE's weights whatever the logits, distillation pairs whose
+    teacher is shallower than the student weigh nothing, the others sum to `distillation_weight`."""
+    from hf_multiexit.losses import mutual_distillation_pairs
+    from hf_multiexit.trainers.leebert_trainer import WEIGHT_NORMALIZATIONS, LossWeights
+
+    layers = [2, 4, 6]
+    weights = LossWeights(layers, "joint", WEIGHT_NORMALIZATIONS["softmax"], 0.5, 0.7)
+    with torch.no_grad():
+        weights.logits.copy_(torch.tensor([3.0, -1.0, 0.5]))
+    w = weights()
+    torch.testing.assert_close(w[:3], torch.tensor([2.0, 4.0, 6.0]) / 12)
+    kd = dict(zip(mutual_distillation_pairs(3), w[3:].tolist()))
+    assert all(value == 0 for (student, teacher), value in kd.items() if teacher < student)
+    assert sum(value for (student, teacher), value in kd.items() if teacher > student) == pytest.approx(0.7)
+    w.sum().backward()  # only the distillation logits get gradients; the label weights are not parameters
+    assert weights.logits.grad is not None and [n for n, _ in weights.named_parameters()] == ["logits"]
+    old = LossWeights(layers, "all", WEIGHT_NORMALIZATIONS["softmax"], 0.5, 0.7)()
+    torch.testing.assert_close(old, torch.tensor([0.5 / 3] * 3 + [0.5 / 6] * 6))

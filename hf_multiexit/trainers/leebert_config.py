@@ -9,6 +9,8 @@ from typing import ClassVar
 from .base import MethodPaper, MultiExitTrainingArguments
 
 WEIGHT_NORMALIZATIONS = ("softmax", "sigmoid")
+WEIGHT_SCHEMES = ("joint", "all")
+"""How the loss terms get their weights (`LossWeights` in leebert_trainer.py)."""
 
 
 @dataclass
@@ -29,6 +31,18 @@ class LeeBertConfig(MultiExitTrainingArguments):
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device (PABEE's 32)."})
     num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs (PABEE's 5)."})
     temperature: float = field(default=3.0, metadata={"help": "Distillation temperature T > 0 of every KL term."})
+    weight_scheme: str = field(
+        default="joint",
+        metadata={"help": "'joint': the label terms keep fixed PABEE weights (exit after layer l: l / sum of layers) and "
+                  "only the distillation weights are learned, over the pairs whose teacher is deeper than the "
+                  "student, summing to distillation_weight; 'all': one learned weight per term, all M^2 normalised "
+                  "together, starting at distillation_share (earlier versions)."},
+    )
+    distillation_weight: float = field(
+        default=1.0,
+        metadata={"help": "'joint': total weight beta of the distillation terms, beside label weights summing to 1 "
+                  "(1: labels and distillation weigh alike in total, as the 'all' scheme starts)."},
+    )
     weight_normalization: str = field(
         default="softmax",
         metadata={"help": f"One of {list(WEIGHT_NORMALIZATIONS)}: how the learnable logits a become the loss-term "
@@ -78,6 +92,10 @@ class LeeBertConfig(MultiExitTrainingArguments):
             raise ValueError(
                 f"weight_normalization={self.weight_normalization!r} is not one of {list(WEIGHT_NORMALIZATIONS)}."
             )
+        if self.weight_scheme not in WEIGHT_SCHEMES:
+            raise ValueError(f"weight_scheme={self.weight_scheme!r} is not one of {list(WEIGHT_SCHEMES)}.")
+        if not self.distillation_weight >= 0:
+            raise ValueError(f"distillation_weight={self.distillation_weight} must be >= 0.")
         if not 0.0 <= self.distillation_share < 1.0:
             raise ValueError(f"distillation_share={self.distillation_share} is out of range: it must lie in [0, 1).")
         if not self.weight_learning_rate >= 0:

@@ -63,6 +63,47 @@ WEIGHT_NORMALIZATIONS: dict[str, WeightNormalization] = {
 }
 
 
+class LossWeights(torch.nn.Module):
+    """The weights `w` of the `M^2` terms of `mutual_distillation_terms` (M cross-entropies, then the distillation
+    pairs of `mutual_distillation_pairs`) as a function of learnable logits `a`:
+
+    - `"all"` (the reconstruction of earlier versions): one logit per term, `w = norm(a)` over all `M^2` terms, so the
+      label terms can lose mass to distillation without bound (only `sum w = 1` holds).
+    - `"joint"`: the label terms keep fixed PABEE weights `c_m = l_m / sum_k l_k` (`l_m` the exit's layer; the final
+      exit gets what a joint method gives it), and only the distillation weights are learned, one logit per pair whose
+      teacher is deeper than its student (an exit never distils from a weaker one), normalised among themselves:
+      `w_kd = beta * norm(a)`, `beta = distillation_weight`. The constraint: label weights fixed, distillation weights
+      summing to `beta`; learning can only move weight between distillation pairs.
+    """
+
+    def __init__(self, exit_layers, scheme: str, normalization: WeightNormalization, distillation_share: float,
+                 distillation_weight: float):
+        super().__init__()
+        num_exits = len(exit_layers)
+        pairs = mutual_distillation_pairs(num_exits)
+        self.scheme, self.normalization, self.num_terms = scheme, normalization, num_exits + len(pairs)
+        if scheme == "all":
+            initial = normalization.logits(initial_loss_weights(num_exits, distillation_share))
+            self.register_buffer("label_weights", torch.zeros(0))
+            self.register_buffer("learned", torch.arange(self.num_terms))
+        else:
+            layers = torch.tensor([float(layer) for layer in exit_layers])
+            self.register_buffer("label_weights", layers / layers.sum())
+            downward = [num_exits + k for k, (m, n) in enumerate(pairs) if n > m]
+            self.register_buffer("learned", torch.tensor(downward, dtype=torch.long))
+            initial = torch.zeros(len(downward))  # uniform over the downward pairs
+        self.distillation_weight = distillation_weight
+        self.logits = torch.nn.Parameter(initial)
+
+    def forward(self) -> torch.Tensor:
+        learned = self.normalization.weights(self.logits) if self.logits.numel() else self.logits
+        weights = torch.zeros(self.num_terms, dtype=self.logits.dtype, device=self.logits.device)
+        if self.scheme == "all":
+            return weights.index_copy(0, self.learned, learned)
+        weights = weights.index_copy(0, self.learned, self.distillation_weight * learned)
+        return torch.cat([self.label_weights.to(weights.dtype), weights[len(self.label_weights):]])
+
+
 def initial_loss_weights(num_exits: int, distillation_share: float) -> torch.Tensor:
     """Weights of the `M^2` terms of `mutual_distillation_terms` at the start: the `M` cross-entropy terms share
     `1 - distillation_share` equally, the `M(M-1)` distillation terms `distillation_share`."""
@@ -143,14 +184,16 @@ class LeeBertTrainer(MultiExitTrainer):
         self.term_names = [f"ce_{layer}" for layer in layers] + [
             f"kd_{layers[m]}_{layers[n]}" for m, n in mutual_distillation_pairs(len(layers))
         ]
-        self.normalization = WEIGHT_NORMALIZATIONS[self.args.weight_normalization]
-        initial = initial_loss_weights(len(layers), self.args.distillation_share)
-        self.loss_weight_logits = torch.nn.Parameter(self.normalization.logits(initial).to(self.args.device))
+        self.weight_model = LossWeights(
+            layers, self.args.weight_scheme, WEIGHT_NORMALIZATIONS[self.args.weight_normalization],
+            self.args.distillation_share, self.args.distillation_weight,
+        ).to(self.args.device)
+        self.loss_weight_logits = self.weight_model.logits
 
     # ----------------------------------------------------------------------------------------------- objective
     def loss_weights(self) -> torch.Tensor:
-        """The current weights `w = norm(a)` of the `M^2` loss terms (named in `term_names`)."""
-        return self.normalization.weights(self.loss_weight_logits)
+        """The current weights `w` of the `M^2` loss terms (named in `term_names`; `LossWeights`)."""
+        return self.weight_model()
 
     def objective(self, outputs, labels):
         terms = mutual_distillation_terms(outputs.all_logits, labels, self.problem_type, self.args.temperature)
