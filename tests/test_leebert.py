@@ -11,7 +11,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from hf_multiexit import LeeBertConfig, LeeBertTrainer, MultiExitBertForSequenceClassification
 from hf_multiexit.cli import main
 from hf_multiexit.losses import mutual_distillation_terms, task_loss
-from hf_multiexit.trainers.leebert_trainer import WEIGHT_NORMALIZATIONS, initial_loss_weights, split_dataset
+from hf_multiexit.trainers.leebert_trainer import (
+    WEIGHT_NORMALIZATIONS,
+    adam_preconditioner,
+    initial_loss_weights,
+    split_dataset,
+)
 from test_cli import train_args
 from test_trainers import ToyTask, toy_args, toy_model, weights
 
@@ -52,7 +57,10 @@ def test_leebert_trains_logs_and_saves_the_learned_weights(tmp_path):
     assert logged and all(names <= set(entry) for entry in logged)
     assert all(entry["clo_single_grad_norm"] > 0 and entry["clo_bilevel_grad_norm"] > 0 for entry in logged)
     learned = trainer.loss_weights().detach()
-    assert not torch.allclose(learned, start) and abs(float(learned.sum()) - 1) < 1e-5
+    # weight_scheme "joint": PABEE's label weights stay, the distillation weights move and keep summing to 1.
+    assert not torch.allclose(learned, start)
+    torch.testing.assert_close(learned[:4], torch.tensor([1.0, 2.0, 3.0, 4.0]) / 10)
+    assert float(learned[4:].sum()) == pytest.approx(1.0, abs=1e-5)
     metrics = trainer.evaluate()
     assert {f"eval_exit_{layer}_accuracy" for layer in range(1, 5)} <= set(metrics)
     model.save_pretrained(tmp_path / "saved")
@@ -81,7 +89,11 @@ def test_weight_gradient_mixes_both_splits(tmp_path, mix):
     params = [p for p in model.parameters() if p.requires_grad]
     *train_gradient, single = torch.autograd.grad(loss, params + [a])
     xi = trainer.lr_scheduler.get_last_lr()[0]
-    bilevel = trainer.bilevel_gradient(model, d1, d2, train_gradient, xi)
+    preconditioner = adam_preconditioner(trainer.optimizer, params, train_gradient)  # unroll_step "adam"
+    # Before the first step, Adam's direction is g / (|g| + eps): each non-zero coordinate moves by about xi.
+    first = [c * g for c, g in zip(preconditioner, train_gradient)]
+    torch.testing.assert_close(first[0], train_gradient[0] / (train_gradient[0].abs() + args.adam_epsilon))
+    bilevel = trainer.bilevel_gradient(model, d1, d2, train_gradient, xi, preconditioner)
     assert single.abs().sum() > 0 and bilevel.abs().sum() > 0
     trainer.training_step(model, dict(d1), num_items_in_batch=torch.tensor(8))
     expected = mix * single + (1 - mix) * bilevel if mix < 1 else single
@@ -93,36 +105,48 @@ def test_weight_gradient_mixes_both_splits(tmp_path, mix):
     assert a.grad is None  # cleared after the step, as Trainer clears the model's
 
 
-def unrolled_outer_loss(model, a, d1, d2, xi):
-    """L_D2(theta - xi grad_theta L_D1(theta, a)): the mean over exits of CE on D2, differentiable in a."""
+def unrolled_outer_loss(model, weight_model, a, d1, d2, xi, preconditioner):
+    """L_D2(theta - xi P grad_theta L_D1(theta, a)): the mean over exits of CE on D2, differentiable in a."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     out = model(d1["input_ids"], d1["attention_mask"], output_all_exits=True)
-    w = WEIGHT_NORMALIZATIONS["softmax"].weights(a)
+    w = functional_call(weight_model, {"logits": a}, ())
     inner = mutual_distillation_terms(out.all_logits, d1["labels"], SINGLE, 3.0).mean(0) @ w
     grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
-    unrolled = {n: p - xi * g for (n, p), g in zip(params.items(), grads)}
+    unrolled = {n: p - xi * c * g for (n, p), c, g in zip(params.items(), preconditioner, grads)}
     out2 = functional_call(model, unrolled, (d2["input_ids"], d2["attention_mask"]), {"output_all_exits": True})
     return torch.stack([task_loss(z, d2["labels"], SINGLE).mean() for z in out2.all_logits]).mean()
 
 
-def test_bilevel_gradient_matches_finite_differences(tmp_path):
+@pytest.mark.parametrize("scheme", ["joint", "all"])
+@pytest.mark.parametrize("unroll_step", ["adam", "sgd"])
+def test_bilevel_gradient_matches_finite_differences(tmp_path, scheme, unroll_step):
     """The trainer's DARTS estimate against (1) the exact hypergradient by double backpropagation and (2) central
-    finite differences of the unrolled D2 loss in every logit of a."""
+    finite differences of the unrolled D2 loss in every logit of a, for an SGD virtual step and for a preconditioned
+    one (a fixed positive diagonal P spread over two orders of magnitude, as Adam's is)."""
     data = ToyTask(16)
     model = toy_model(exit_head="linear", num_hidden_layers=3).eval()  # no dropout: the loss is deterministic
-    trainer = LeeBertTrainer(model=model, args=toy_args(LeeBertConfig, tmp_path), train_dataset=data)
+    args = toy_args(LeeBertConfig, tmp_path, weight_scheme=scheme)
+    trainer = LeeBertTrainer(model=model, args=args, train_dataset=data)
     with torch.no_grad():  # weights away from the uniform start, so every term matters differently
         trainer.loss_weight_logits.add_(torch.linspace(-1.0, 1.0, trainer.loss_weight_logits.numel()))
     d1, d2 = batch_of(data, range(8)), batch_of(data, range(8, 16))
-    xi = 0.5
     a = trainer.loss_weight_logits
     params = [p for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(0)
+    if unroll_step == "adam":
+        xi, preconditioner = 5e-3, [10 ** (2 * torch.rand(p.shape, generator=generator)) for p in params]
+    else:
+        xi, preconditioner = 0.5, [torch.ones_like(p) for p in params]
     out = model(d1["input_ids"], d1["attention_mask"], output_all_exits=True)
     inner = mutual_distillation_terms(out.all_logits, d1["labels"], SINGLE, 3.0).mean(0) @ trainer.loss_weights()
     train_gradient = [g.detach() for g in torch.autograd.grad(inner, params)]
-    estimate = trainer.bilevel_gradient(model, d1, d2, train_gradient, xi)
+    estimate = trainer.bilevel_gradient(
+        model, d1, d2, train_gradient, xi, preconditioner if unroll_step == "adam" else None
+    )
     with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernel has no double backward
-        exact = torch.autograd.grad(unrolled_outer_loss(model, a, d1, d2, xi), a)[0]
+        exact = torch.autograd.grad(
+            unrolled_outer_loss(model, trainer.weight_model, a, d1, d2, xi, preconditioner), a
+        )[0]
     h = 1e-2
     numeric = torch.zeros_like(exact)
     with torch.no_grad():
@@ -132,7 +156,8 @@ def test_bilevel_gradient_matches_finite_differences(tmp_path):
         for sign in (1, -1):
             shifted = base.clone()
             shifted[k] += sign * h
-            values.append(float(unrolled_outer_loss(model, shifted, d1, d2, xi).detach()))
+            loss = unrolled_outer_loss(model, trainer.weight_model, shifted, d1, d2, xi, preconditioner)
+            values.append(float(loss.detach()))
         numeric[k] = (values[0] - values[1]) / (2 * h)
     assert exact.abs().max() > 1e-4  # a real signal, not noise around zero
     torch.testing.assert_close(estimate, exact, atol=2e-3 * exact.abs().max(), rtol=2e-2)
@@ -152,7 +177,7 @@ def test_resume_restores_the_learned_weights(tmp_path, mix):
     uninterrupted.train()
     checkpoint = tmp_path / "out" / "checkpoint-2"
     stored = json.loads((checkpoint / "config.json").read_text())["leebert_loss_weights"]
-    assert len(stored["logits"]) == 16
+    assert stored["scheme"] == "joint" and len(stored["logits"]) == 6  # the downward pairs of 4 exits
     resumed_model = toy_model(seed=5, exit_head="linear")
     resumed = LeeBertTrainer(model=resumed_model, args=toy_args(LeeBertConfig, tmp_path, **extra), train_dataset=data)
     resumed.train(resume_from_checkpoint=str(checkpoint))
@@ -171,6 +196,9 @@ def test_resume_restores_the_learned_weights(tmp_path, mix):
         ({"unroll_learning_rate": 0.0}, r"unroll_learning_rate=0.0 must be a positive"),
         ({"finite_difference_eps": -1.0}, r"finite_difference_eps=-1.0 must be > 0"),
         ({"temperature": 0}, r"temperature=0 must be > 0"),
+        ({"weight_scheme": "label"}, r"weight_scheme='label' is not one of \['joint', 'all'\]"),
+        ({"unroll_step": "adamw"}, r"unroll_step='adamw' is not one of \['auto', 'adam', 'sgd'\]"),
+        ({"distillation_weight": -0.5}, r"distillation_weight=-0.5 must be >= 0"),
     ],
 )
 def test_bad_leebert_options(tmp_path, kwargs, message):
@@ -187,8 +215,10 @@ def test_leebert_command_on_real_minilm_and_sst2(minilm_path, glue_dir, tmp_path
     assert report["method"] == "leebert" and report["config"]["clo_mix"] == 0.5
     assert [entry["layer"] for entry in report["per_exit"]] == [1, 2, 3, 4, 5, 6]
     learned = json.loads((out / "config.json").read_text())["leebert_loss_weights"]["weights"]
-    assert len(learned) == 36 and abs(sum(learned.values()) - 1) < 1e-5
-    assert learned["ce_1"] != pytest.approx(0.5 / 6, abs=1e-6)  # the weights moved in 3 steps
+    assert len(learned) == 36 and learned["ce_6"] == pytest.approx(6 / 21) and learned["kd_6_1"] == 0
+    kd = [w for name, w in learned.items() if name.startswith("kd_")]
+    assert sum(kd) == pytest.approx(1.0, abs=1e-5)
+    assert learned["kd_1_6"] != pytest.approx(1 / 15, abs=1e-6)  # the weights moved in 3 steps
     model = MultiExitBertForSequenceClassification.from_pretrained(out).eval()
     assert model.exit_config.exit_strategy == "patience"
 
@@ -212,3 +242,16 @@ def test_joint_weight_scheme_keeps_pabee_label_weights_and_learns_downward_disti
     assert weights.logits.grad is not None and [n for n, _ in weights.named_parameters()] == ["logits"]
     old = LossWeights(layers, "all", WEIGHT_NORMALIZATIONS["softmax"], 0.5, 0.7)()
     torch.testing.assert_close(old, torch.tensor([0.5 / 3] * 3 + [0.5 / 6] * 6))
+
+
+def test_adam_virtual_step_needs_an_adam_family_optimizer(tmp_path):
+    """`unroll_step="auto"` follows the optimizer (SGD: the plain step); `"adam"` with SGD is refused with the fix."""
+    args = toy_args(LeeBertConfig, tmp_path, optim="sgd", unroll_step="auto")
+    trainer = LeeBertTrainer(model=toy_model(exit_head="linear"), args=args, train_dataset=ToyTask(16))
+    trainer.create_optimizer()
+    assert trainer._adam_virtual_step is False
+    args = toy_args(LeeBertConfig, tmp_path, optim="sgd", unroll_step="adam")
+    trainer = LeeBertTrainer(model=toy_model(exit_head="linear"), args=args, train_dataset=ToyTask(16))
+    message = r"unroll_step='adam' needs an Adam-family optimizer.*optim='sgd'.*'auto' or 'sgd'"
+    with pytest.raises(ValueError, match=message):
+        trainer.create_optimizer()

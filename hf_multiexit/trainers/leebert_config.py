@@ -10,6 +10,7 @@ from .base import MethodPaper, MultiExitTrainingArguments
 
 WEIGHT_NORMALIZATIONS = ("softmax", "sigmoid")
 WEIGHT_SCHEMES = ("joint", "all")
+UNROLL_STEPS = ("auto", "adam", "sgd")
 """How the loss terms get their weights (`LossWeights` in leebert_trainer.py)."""
 
 
@@ -33,8 +34,8 @@ class LeeBertConfig(MultiExitTrainingArguments):
     temperature: float = field(default=3.0, metadata={"help": "Distillation temperature T > 0 of every KL term."})
     weight_scheme: str = field(
         default="joint",
-        metadata={"help": "'joint': the label terms keep fixed PABEE weights (exit after layer l: l / sum of layers) and "
-                  "only the distillation weights are learned, over the pairs whose teacher is deeper than the "
+        metadata={"help": "'joint': the label terms keep fixed PABEE weights (exit after layer l: l / sum of layers) "
+                  "and only the distillation weights are learned, over the pairs whose teacher is deeper than the "
                   "student, summing to distillation_weight; 'all': one learned weight per term, all M^2 normalised "
                   "together, starting at distillation_share (earlier versions)."},
     )
@@ -72,8 +73,16 @@ class LeeBertConfig(MultiExitTrainingArguments):
     )
     unroll_learning_rate: float | None = field(
         default=None,
-        metadata={"help": "Step size xi of the virtual SGD step theta' = theta - xi grad L_D1 (None: the model's "
-                  "current learning rate, as in DARTS)."},
+        metadata={"help": "Step size xi of the virtual step (unroll_step) theta' = theta - xi P grad L_D1 (None: the "
+                  "model's current learning rate, as in DARTS)."},
+    )
+    unroll_step: str = field(
+        default="auto",
+        metadata={"help": f"One of {list(UNROLL_STEPS)}: the virtual step of cross-level optimisation, at the scale of "
+                  "the optimizer's real update. 'adam': theta' = theta - xi P grad L_D1 with Adam's preconditioner "
+                  "P = 1 / (sqrt(v_hat) + eps) from the optimizer's state (needs an Adam-family optimizer); 'sgd': "
+                  "DARTS' plain step theta - xi grad L_D1 (earlier versions); 'auto': 'adam' for an Adam-family "
+                  "optimizer (the default AdamW), 'sgd' otherwise."},
     )
     finite_difference_eps: float = field(
         default=0.01,
@@ -106,6 +115,8 @@ class LeeBertConfig(MultiExitTrainingArguments):
             raise ValueError(f"bilevel_split={self.bilevel_split} is out of range: it must lie in (0, 1).")
         if self.unroll_learning_rate is not None and not self.unroll_learning_rate > 0:
             raise ValueError(f"unroll_learning_rate={self.unroll_learning_rate} must be a positive number or None.")
+        if self.unroll_step not in UNROLL_STEPS:
+            raise ValueError(f"unroll_step={self.unroll_step!r} is not one of {list(UNROLL_STEPS)}.")
         if not self.finite_difference_eps > 0:
             raise ValueError(f"finite_difference_eps={self.finite_difference_eps} must be > 0.")
         if self.patience < 0:

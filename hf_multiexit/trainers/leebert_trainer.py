@@ -113,6 +113,26 @@ def initial_loss_weights(num_exits: int, distillation_share: float) -> torch.Ten
     return torch.tensor([(1 - distillation_share) / num_exits] * num_exits + [distillation_share / pairs] * pairs)
 
 
+def adam_preconditioner(optimizer, params, gradients: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Adam's diagonal preconditioner for this step, `P = 1 / (sqrt(v_hat) + eps)`, with the second moment the
+    optimizer will hold after it, `v_hat = (beta2 v + (1 - beta2) g^2) / (1 - beta2^(t + 1))` (`v`, `t` from its state;
+    `v = 0`, `t = 0` before its first step, where `P g` is Adam's first step `g / (|g| + eps)`). Adam's real update
+    is `lr * P m_hat`; its momentum is left out of the virtual step, as the part of `m_hat` that depends on this step's
+    loss weights is `(1 - beta1) g`, a constant factor that `xi` absorbs."""
+    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    preconditioner = []
+    for p, g in zip(params, gradients):
+        group = groups[id(p)]
+        beta2, eps = group["betas"][1], group["eps"]
+        state = optimizer.state.get(p, {})
+        step = float(state["step"]) if "step" in state else 0.0
+        second = (1 - beta2) * g.float() ** 2
+        if "exp_avg_sq" in state:
+            second = second + beta2 * state["exp_avg_sq"].float()
+        preconditioner.append((1 / ((second / (1 - beta2 ** (step + 1))).sqrt() + eps)).to(g.dtype))
+    return preconditioner
+
+
 def split_dataset(dataset, held_out: float, seed: int) -> tuple[Any, Any]:
     """`(D1, D2)`: a seeded random `held_out` fraction of `dataset` as D2 (at least one example each side)."""
     size = len(dataset)
@@ -130,34 +150,45 @@ def split_dataset(dataset, held_out: float, seed: int) -> tuple[Any, Any]:
 class LeeBertTrainer(MultiExitTrainer):
     """Mutual distillation between all exits with learned loss-term weights (LeeBERT):
 
-        L(theta, a) = sum_m w_m CE(z_m, y) + sum_{m != n} w_{m,n} T^2 KL(sg(p_n^T) || p_m^T),   w = norm(a)
+        L(theta, a) = sum_m w_m CE(z_m, y) + sum_{m != n} w_{m,n} T^2 KL(sg(p_n^T) || p_m^T),   w = LossWeights(a)
 
-    - Weights: one learnable logit per term (`M^2` for `M` exits), `norm` = softmax (default) or normalised sigmoid
-      (`weight_normalization`), so `sum w = 1` and they cannot collapse to zero. They start with `distillation_share`
-      of the mass on the distillation terms. They live in the trainer, in their own optimizer group
-      (`weight_learning_rate`, no weight decay), are logged as `loss_weight_ce_<m>` / `loss_weight_kd_<m>_<n>`
-      (student m, teacher n), and are saved in the model's `config.json` under `leebert_loss_weights` (also in
-      every checkpoint, from which a resumed run restores them).
+    - Weights (`LossWeights`, `weight_scheme`): by default (`"joint"`) the label terms keep PABEE's fixed weights
+      `w_m = l_m / sum_k l_k` and learnable logits give the distillation pairs whose teacher is deeper than the
+      student `w_{m,n} = beta * norm(a)_{m,n}` (`beta = distillation_weight`), so the final exit has the label weight
+      a joint method gives it at any depth and learning moves weight only between distillation pairs. `"all"` (the
+      earlier reconstruction) normalises one logit per term over all `M^2` terms, starting with `distillation_share`
+      of the mass on distillation; there the single-level gradient, which favours the smallest terms, drifts mass
+      from the labels to distillation without bound. `norm` = softmax (default) or normalised sigmoid
+      (`weight_normalization`), so the learned weights cannot collapse to zero. They live in the trainer, in their
+      own optimizer group (`weight_learning_rate`, no weight decay), are logged as `loss_weight_ce_<m>` /
+      `loss_weight_kd_<m>_<n>` (student m, teacher n), and are saved in the model's `config.json` under
+      `leebert_loss_weights` (also in every checkpoint, from which a resumed run restores them).
     - Cross-level optimisation (CLO): the training set is split into D1 and D2 (`bilevel_split` of it held out as
       D2, seeded); theta steps on D1 with the usual optimizer. The logits `a` step on
       `lambda * grad_a L_D1(theta, a) + (1 - lambda) * g_bi`, `lambda = clo_mix`, where `g_bi` is the one-step
       unrolled bi-level gradient of the D2 loss, computed as in DARTS (Liu et al., ICLR 2019) with a finite
       difference:
 
-          theta' = theta - xi grad_theta L_D1(theta, a),   v = grad_theta' L_D2(theta'),
-          g_bi = -xi [grad_a L_D1(theta + eps v, a) - grad_a L_D1(theta - eps v, a)] / (2 eps),  eps = r / ||v||
+          theta' = theta - xi P grad_theta L_D1(theta, a),   u = P grad_theta' L_D2(theta'),
+          g_bi = -xi [grad_a L_D1(theta + eps u, a) - grad_a L_D1(theta - eps u, a)] / (2 eps),  eps = r / ||u||
 
       The outer loss `L_D2` is the unweighted mean of all exits' CE: it does not depend on `a` (otherwise the
       weights would simply pick the smallest terms), so the direct term of DARTS' gradient vanishes. `xi` is the
-      model's current learning rate (`unroll_learning_rate` overrides it) and the virtual step is plain SGD on the
-      micro-batch's gradient (Adam's step is not differentiable in `a` in closed form). The D2 loss and the two
-      D1 evaluations at `theta +- eps v` run without dropout, so the finite difference measures the network and
-      not two different dropout masks, and in full precision also under bf16/fp16 mixed precision, so it does not
-      measure the rounding of the weights either (`bilevel_gradient`); `grad_a L_D1(theta +- eps v, a) = J_w(a)^T terms(theta +- eps v)` needs
-      only forward passes. Because the model's gradient treats every teacher as a constant (`sg`), the teachers'
-      logits in those two evaluations stay at `theta`: the difference is then the derivative of the update the
-      optimizer really takes (perturbing the teachers too would add a term the update does not contain). Per
-      optimizer step CLO costs one extra forward + backward on a D2 batch and three forwards on the D1 batch.
+      model's current learning rate (`unroll_learning_rate` overrides it). The virtual step has the scale of the step
+      the optimizer really takes (`unroll_step="auto"`, default: `"adam"` for an Adam-family optimizer, `"sgd"` for
+      others): `P = 1 / (sqrt(v_hat) + eps)` is Adam's diagonal preconditioner from the optimizer's state
+      (`adam_preconditioner`), held constant in `a`. DARTS' plain SGD step (`"sgd"`, `P = 1`) is about
+      `1 / sqrt(v_hat)` (~1e3 in fine-tuning) shorter than Adam's, which left the bi-level part ~1e-5 of the
+      single-level part of `a`'s gradient: cross-level optimisation was single-level learning with a hold-out. The
+      mean norms of both parts are logged (`clo_single_grad_norm`, `clo_bilevel_grad_norm`).
+      The D2 loss and the two D1 evaluations at `theta +- eps u` run without dropout, so the finite difference
+      measures the network and not two different dropout masks, and in full precision also under bf16/fp16 mixed
+      precision, so it does not measure the rounding of the weights either (`bilevel_gradient`);
+      `grad_a L_D1(theta +- eps u, a) = J_w(a)^T terms(theta +- eps u)` needs only forward passes. Because the
+      model's gradient treats every teacher as a constant (`sg`), the teachers' logits in those two evaluations stay
+      at `theta`: the difference is then the derivative of the update the optimizer really takes (perturbing the
+      teachers too would add a term the update does not contain). Per optimizer step CLO costs one extra forward +
+      backward on a D2 batch and three forwards on the D1 batch.
       `clo_mix = 1` is single-level optimisation (no split). The D2 batches follow the global step, so a resumed
       run continues them.
 
@@ -170,7 +201,9 @@ class LeeBertTrainer(MultiExitTrainer):
         super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
         self.bilevel_dataset = None
         if self.args.clo_mix < 1 and train_dataset is not None:
-            self.train_dataset, self.bilevel_dataset = split_dataset(train_dataset, self.args.bilevel_split, self.args.seed)
+            self.train_dataset, self.bilevel_dataset = split_dataset(
+                train_dataset, self.args.bilevel_split, self.args.seed
+            )
         self._bilevel_data = None
         self._bilevel_step, self._bilevel_micro = -1, 0
         self._weight_grad_norms = torch.zeros(2)
@@ -211,6 +244,12 @@ class LeeBertTrainer(MultiExitTrainer):
         if self.optimizer is not None:
             return self.optimizer
         optimizer = super().create_optimizer(model)
+        adam_family = all("betas" in group and "eps" in group for group in optimizer.param_groups)
+        if self.args.unroll_step == "adam" and not adam_family:
+            optim = getattr(self.args.optim, "value", self.args.optim)
+            raise ValueError(f"unroll_step='adam' needs an Adam-family optimizer (param groups with 'betas'); "
+                             f"optim={optim!r} has none. Use unroll_step='auto' or 'sgd'.")
+        self._adam_virtual_step = self.args.unroll_step == "adam" or (self.args.unroll_step == "auto" and adam_family)
         optimizer.add_param_group(
             {"params": [self.loss_weight_logits], "lr": self.args.weight_learning_rate, "weight_decay": 0.0}
         )
@@ -250,8 +289,12 @@ class LeeBertTrainer(MultiExitTrainer):
             train_gradient = [self._process_mean(g) for g in train_gradient]
         single = weights.grad - weights_before
         xi = self.args.unroll_learning_rate or self.lr_scheduler.get_last_lr()[0]
+        preconditioner = (
+            adam_preconditioner(self.optimizer, params, train_gradient) if self._adam_virtual_step else None
+        )
         bilevel = self.bilevel_gradient(
-            model, self._prepare_inputs(inputs), self._prepare_inputs(self._next_bilevel_batch()), train_gradient, xi
+            model, self._prepare_inputs(inputs), self._prepare_inputs(self._next_bilevel_batch()), train_gradient, xi,
+            preconditioner,
         ) / share
         mix = self.args.clo_mix
         weights.grad = weights_before + mix * single + (1 - mix) * scale * bilevel
@@ -261,10 +304,13 @@ class LeeBertTrainer(MultiExitTrainer):
         return loss
 
     def bilevel_gradient(
-        self, model, d1_inputs: dict, d2_inputs: dict, train_gradient: list[torch.Tensor], xi: float
+        self, model, d1_inputs: dict, d2_inputs: dict, train_gradient: list[torch.Tensor], xi: float,
+        preconditioner: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """DARTS' finite-difference estimate of `d/da L_D2(theta - xi * train_gradient(a))`, where
-        `train_gradient = grad_theta L_D1(theta, a)` on `d1_inputs` for the trainable parameters (in order).
+        """DARTS' finite-difference estimate of `d/da L_D2(theta - xi * P train_gradient(a))`, where
+        `train_gradient = grad_theta L_D1(theta, a)` on `d1_inputs` for the trainable parameters (in order) and `P` a
+        diagonal `preconditioner` held constant (None: the identity, an SGD step). Its derivative is
+        `-xi (d train_gradient / da)^T P v`, `v = grad L_D2(theta')`, so the finite difference runs along `P v`.
 
         It runs in full precision, also under bf16/fp16 mixed precision (`full_precision`): the finite difference
         subtracts two forward passes whose weights differ by a step of length `finite_difference_eps` spread over all
@@ -285,6 +331,8 @@ class LeeBertTrainer(MultiExitTrainer):
             with torch.no_grad(), full_precision(net, self.args.device.type):
                 # The update differentiates the students only (teachers detached), so the teachers stay at theta.
                 teachers = self.model_outputs(net, d1_inputs).all_logits
+                if preconditioner is not None:
+                    train_gradient = [c * g for c, g in zip(preconditioner, train_gradient)]
                 for p, g in zip(params, train_gradient):
                     p.sub_(xi * g)
             with full_precision(net, self.args.device.type):
@@ -293,6 +341,8 @@ class LeeBertTrainer(MultiExitTrainer):
             count = len(d2_inputs["labels"])
             share = count / self._process_mean(torch.tensor(float(count), device=outer.device))
             v = [self._process_mean(share * (torch.zeros_like(p) if g is None else g)) for p, g in zip(params, v)]
+            if preconditioner is not None:
+                v = [c * g for c, g in zip(preconditioner, v)]
             norm = torch.sqrt(sum((g.float() ** 2).sum() for g in v))
             radius = self.args.finite_difference_eps / norm.clamp_min(torch.finfo(norm.dtype).tiny)
             mean_terms = []
@@ -362,6 +412,7 @@ class LeeBertTrainer(MultiExitTrainer):
         """What is saved in `config.json` (`leebert_loss_weights`): the normalisation, logits and named weights."""
         weights = self.loss_weights().detach().cpu().tolist()
         return {
+            "scheme": self.args.weight_scheme,
             "normalization": self.args.weight_normalization,
             "logits": self.loss_weight_logits.detach().cpu().tolist(),
             "weights": dict(zip(self.term_names, weights)),
@@ -397,8 +448,11 @@ class LeeBertTrainer(MultiExitTrainer):
         if stored is None:
             raise ValueError(f"{resume_from_checkpoint}/config.json has no {LEARNED_WEIGHTS_KEY!r}; pass a checkpoint "
                              "written by LeeBertTrainer.")
-        if stored["normalization"] != self.args.weight_normalization:
-            raise ValueError(f"{resume_from_checkpoint} was trained with weight_normalization="
-                             f"{stored['normalization']!r}, this run uses {self.args.weight_normalization!r}.")
+        for option in ("scheme", "normalization"):
+            # Checkpoints written before weight schemes existed used "all".
+            trained, now = stored.get(option, "all"), getattr(self.args, f"weight_{option}")
+            if trained != now:
+                raise ValueError(f"{resume_from_checkpoint} was trained with weight_{option}={trained!r}, this run "
+                                 f"uses {now!r}.")
         with torch.no_grad():
             self.loss_weight_logits.copy_(torch.tensor(stored["logits"]))
