@@ -16,6 +16,7 @@ from hf_multiexit.trainers.curriculum import (
     SAMPLING_MODES,
     CurriculumSampler,
     baby_steps,
+    depth_weighted_loss_difficulty,
     difficulty_order,
     first_correct_exit_difficulty,
     length_difficulty,
@@ -47,14 +48,23 @@ def test_difficulty_scorers_and_order():
         return math.log(sum(math.exp(v) for v in z)) - z[y]
 
     loss = torch.tensor([sum(ce(z, 0) for z in sample) / 2 for sample in logits.tolist()])
-    torch.testing.assert_close(loss_difficulty(logits, labels, None, SINGLE), loss)
+    torch.testing.assert_close(loss_difficulty(logits, labels, None, SINGLE, [2, 4]), loss)
+    # Depth-weighted: exits after layers 2 and 4 weigh 1/3 and 2/3.
+    weighted = torch.tensor([(ce(a, 0) + 2 * ce(b, 0)) / 3 for a, b in logits.tolist()])
+    torch.testing.assert_close(depth_weighted_loss_difficulty(logits, labels, None, SINGLE, [2, 4]), weighted)
+    # Wrong only at the shallow exit vs. unsure at both: the mean calls the first harder, the depth weights the second.
+    split = torch.tensor([[[0.0, 3.0], [3.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
+    assert difficulty_order(loss_difficulty(split, labels[:2], None, SINGLE, [2, 4])) == [1, 0]
+    assert difficulty_order(depth_weighted_loss_difficulty(split, labels[:2], None, SINGLE, [2, 4])) == [0, 1]
     torch.testing.assert_close(
-        first_correct_exit_difficulty(logits, labels, None, SINGLE), torch.tensor([1.0, 2.0, 3.0]) + loss / (1 + loss)
+        first_correct_exit_difficulty(logits, labels, None, SINGLE, [2, 4]),
+        torch.tensor([1.0, 2.0, 3.0]) + loss / (1 + loss),
     )
-    torch.testing.assert_close(length_difficulty(None, None, torch.tensor([5, 2]), SINGLE), torch.tensor([5.0, 2.0]))
+    lengths = torch.tensor([5, 2])
+    torch.testing.assert_close(length_difficulty(None, None, lengths, SINGLE, [2, 4]), torch.tensor([5.0, 2.0]))
     assert difficulty_order(torch.tensor([3.0, 1.0, 2.0, 1.0])) == [1, 3, 2, 0]  # ties keep dataset order
     with pytest.raises(ValueError, match="first_correct_exit' needs a classification task"):
-        first_correct_exit_difficulty(logits[:, :, :1], labels.float(), None, "regression")
+        first_correct_exit_difficulty(logits[:, :, :1], labels.float(), None, "regression", [2, 4])
 
 
 @pytest.mark.parametrize("sampling", SAMPLING_MODES)
@@ -199,7 +209,8 @@ def test_distillation_teachers(tmp_path, distillation, teachers):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"difficulty_scorer": "bleu"}, r"difficulty_scorer='bleu' is not one of \['loss', 'first_correct_exit', 'length'\]"),
+        ({"difficulty_scorer": "bleu"}, r"difficulty_scorer='bleu' is not one of \['depth_weighted_loss', 'loss', "
+         r"'first_correct_exit', 'length'\]"),
         ({"pacing": "step"}, r"pacing='step' is not one of \['sqrt', 'linear', 'baby_steps'\]"),
         ({"distillation": "deep"}, r"distillation='deep' is not one of \['layerwise', 'last_layer'\]"),
         ({"initial_competence": 0.0}, r"initial_competence=0.0 is out of range"),
@@ -224,3 +235,23 @@ def test_curriculum_command_on_real_minilm_and_sst2(minilm_path, glue_dir, tmp_p
     assert report["method"] == "curriculum" and report["config"]["distillation"] == "last_layer"
     assert [entry["layer"] for entry in report["per_exit"]] == [1, 2, 3, 4, 5, 6]
     assert json.loads((out / "exit_config.json").read_text())["exit_strategy"] == "patience"
+
+
+def test_warmup_and_curriculum_stages_share_one_optimizer_and_schedule(tmp_path):
+    """The two stages are one run: the learning rate follows one linear decay over the steps of both (no second
+    warm-up or decay), and Adam's state carries over (its step count runs on)."""
+    data = ToyTask(32)
+    args = toy_args(CurriculumConfig, tmp_path, per_device_train_batch_size=8, num_train_epochs=2,
+                    difficulty_warmup_epochs=1, learning_rate=1e-3, lr_scheduler_type="linear", warmup_steps=0,
+                    logging_steps=1)
+    trainer = CurriculumTrainer(model=toy_model(), args=args, train_dataset=data)
+    trainer.train()
+    rates = [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
+    total = 4 + 8  # 1 warm-up epoch and 2 curriculum epochs of 4 steps
+    assert trainer.stage_steps(0) == 4 and trainer.stage_steps(1) == 8
+    # The log (stage 2's Trainer state) holds the rate each step took: stage 2 continues at step 4 of the 12 where
+    # stage 1 stopped (a restart would begin again at 1e-3).
+    assert rates == pytest.approx([1e-3 * (1 - t / total) for t in range(4, total)])
+    state = trainer.optimizer.optimizer.state if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer.state
+    steps = {float(s["step"]) for s in state.values() if "step" in s}
+    assert steps == {float(total)}

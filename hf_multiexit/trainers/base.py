@@ -7,6 +7,7 @@ exit's logits) and registers itself with `register_method`, which is how `hf-mul
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Callable
@@ -202,8 +203,10 @@ class MultiExitTrainer(Trainer):
       `gradient_accumulation_steps=k` with batch `b` matches one batch of `k * b`.
     - Logs each exit's task loss (`exit_<layer>_loss`) next to the training loss, and evaluates every exit
       (`eval_exit_<layer>_<metric>`, plus the final exit's `eval_<metric>`).
-    - Multi-stage methods list their `stages`; `train()` runs them all, each with a fresh optimizer and schedule and
-      its checkpoints in `output_dir/stage-<k>`, and resumes a checkpoint in the stage it was taken in.
+    - Multi-stage methods list their `stages`; `train()` runs them all, each with its checkpoints in
+      `output_dir/stage-<k>`, and resumes a checkpoint in the stage it was taken in. Each stage gets a fresh optimizer
+      and schedule, unless the method sets `shared_schedule`: then the stages are one run, with one optimizer and one
+      learning-rate schedule over all their steps.
     - Saves the model with the method's exit rule (`default_exit_config`) unless the model already has one.
     - For regression, starts every exit's output bias at the mean training label (`init_regression_bias`).
     - Takes the model or Trainer's `model_init` (seeded, built once per `train()`, `setup_model` run on it).
@@ -213,6 +216,9 @@ class MultiExitTrainer(Trainer):
 
     method: ClassVar[str] = ""
     stages: ClassVar[tuple[str, ...]] = ("train",)
+    shared_schedule: ClassVar[bool] = False
+    """The stages continue one training run: the optimizer (with its state) and the learning-rate schedule, built
+    over the steps of all stages, carry from one stage to the next instead of restarting."""
 
     def __init__(self, model=None, args: MultiExitTrainingArguments | None = None, compute_metrics=None, **kwargs):
         if not isinstance(args, MultiExitTrainingArguments):
@@ -230,6 +236,7 @@ class MultiExitTrainer(Trainer):
         self._exit_loss_sum: torch.Tensor | None = None
         self._exit_loss_steps = 0
         self._saved_arguments: dict[str, Any] = {}
+        self._carried_schedule: dict[str, Any] | None = None
         self._saved_requires_grad: dict[str, bool] | None = None
         self._per_exit_metrics = compute_metrics is None
         self.setup_model()
@@ -353,6 +360,33 @@ class MultiExitTrainer(Trainer):
         final_ids = {id(p) for p in final.parameters()}
         return [p for p in model.base_model.exits.parameters() if id(p) not in final_ids]
 
+    def update_steps_per_epoch(self, num_samples: int) -> int:
+        """Optimizer steps in an epoch of `num_samples` training samples, as Trainer counts them (batches per process,
+        then per gradient-accumulation window, the last window possibly short)."""
+        args = self.args
+        batches_per_process = math.ceil(num_samples / (self._train_batch_size * args.world_size))
+        return max(1, math.ceil(batches_per_process / args.gradient_accumulation_steps))
+
+    def stage_steps(self, index: int) -> int:
+        """Optimizer steps that stage `index` takes (its `num_train_epochs`, or `max_steps` where set)."""
+        if self.args.max_steps > 0:
+            return self.args.max_steps
+        epochs = self.stage_arguments(index).get(
+            "num_train_epochs", self._saved_arguments.get("num_train_epochs", self.args.num_train_epochs)
+        )
+        return math.ceil(epochs * self.update_steps_per_epoch(len(self.train_dataset)))
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """Trainer's scheduler; with `shared_schedule`, one schedule over the steps of every stage this `train()` runs,
+        continued from where the previous stage left it."""
+        if not self.shared_schedule or len(self.stages) == 1 or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        total = sum(self.stage_steps(index) for index in range(self.first_stage(), len(self.stages)))
+        scheduler = super().create_scheduler(total, optimizer)
+        if self._carried_schedule is not None:
+            scheduler.load_state_dict(self._carried_schedule)
+        return scheduler
+
     def create_optimizer(self, model=None):
         if self.optimizer is not None or self.args.exit_learning_rate is None:
             return super().create_optimizer(model)
@@ -449,7 +483,13 @@ class MultiExitTrainer(Trainer):
             for index in range(start, len(self.stages)):
                 self.args.output_dir = os.path.join(root, f"stage-{index + 1}")
                 stage_callback.stage_index, stage_callback.stage_name = index, self.stages[index]
-                self.optimizer, self.lr_scheduler = None, None
+                if self.shared_schedule and index > start:
+                    # The torch optimizer itself (Trainer prepares it again for the stage) and the schedule's position.
+                    self.optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
+                    self._carried_schedule = self.lr_scheduler.state_dict()
+                else:
+                    self.optimizer, self._carried_schedule = None, None
+                self.lr_scheduler = None
                 # A fresh DDP wrapper too: DDP all-reduces only the gradients of the parameters that required one
                 # when it was built, so a stage that trains what an earlier stage froze would train it per process.
                 self.model_wrapped = self.model

@@ -51,23 +51,35 @@ PACING_FUNCTIONS: dict[str, Callable[[int, int, float, int], float]] = {
 
 @dataclass(frozen=True)
 class DifficultyScorer:
-    """`score(all_logits (N, E, C), labels (N,), lengths (N,), problem_type) -> (N,)` difficulties (higher is
-    harder); `needs_warmup`: the scores come from a model trained for a warm-up stage first."""
+    """`score(all_logits (N, E, C), labels (N,), lengths (N,), problem_type, exit_layers (E,)) -> (N,)`
+    difficulties (higher is harder); `needs_warmup`: the scores come from a model trained for a warm-up stage
+    first."""
 
-    score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], torch.Tensor]
+    score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str, Sequence[int]], torch.Tensor]
     needs_warmup: bool
 
 
-def _mean_exit_loss(all_logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
-    return torch.stack([task_loss(all_logits[:, e], labels, problem_type) for e in range(all_logits.shape[1])]).mean(0)
+def _exit_losses(all_logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+    """`(N, E)` task losses of every exit."""
+    return torch.stack([task_loss(all_logits[:, e], labels, problem_type) for e in range(all_logits.shape[1])], 1)
 
 
-def loss_difficulty(all_logits, labels, lengths, problem_type) -> torch.Tensor:
+def depth_weighted_loss_difficulty(all_logits, labels, lengths, problem_type, exit_layers) -> torch.Tensor:
+    """The warm-up model's task losses weighted by depth, `sum_e (l_e / sum_k l_k) loss_e` (`l_e` the exit's layer,
+    PABEE's weights): every exit counts, since every exit trains on the curriculum, but the deep exits, which make
+    most predictions and fit the data best, count most (on six layers the top three hold 15/21 of the weight). In
+    the plain mean (`loss`) the shallow exits, whose losses stay near chance for most samples, weigh as much as the
+    final one, so the order is mostly the shallow exits' fit."""
+    depth = torch.tensor([float(layer) for layer in exit_layers])
+    return _exit_losses(all_logits, labels, problem_type) @ (depth / depth.sum())
+
+
+def loss_difficulty(all_logits, labels, lengths, problem_type, exit_layers) -> torch.Tensor:
     """The warm-up model's task loss averaged over its exits: hard = wrong or unsure at many exits."""
-    return _mean_exit_loss(all_logits, labels, problem_type)
+    return _exit_losses(all_logits, labels, problem_type).mean(1)
 
 
-def first_correct_exit_difficulty(all_logits, labels, lengths, problem_type) -> torch.Tensor:
+def first_correct_exit_difficulty(all_logits, labels, lengths, problem_type, exit_layers) -> torch.Tensor:
     """The first exit (1-based) at which the warm-up model is right, `E + 1` when none is; ties (most samples
     share an exit) are broken by the mean exit loss, mapped into `[0, 1)` by `l / (1 + l)`."""
     if problem_type == REGRESSION:
@@ -75,11 +87,11 @@ def first_correct_exit_difficulty(all_logits, labels, lengths, problem_type) -> 
     correct = all_logits.argmax(-1) == labels[:, None]
     exits = all_logits.shape[1]
     first = torch.where(correct.any(1), correct.float().argmax(1) + 1, torch.full_like(labels, exits + 1)).float()
-    loss = _mean_exit_loss(all_logits, labels, problem_type)
+    loss = _exit_losses(all_logits, labels, problem_type).mean(1)
     return first + loss / (1 + loss)
 
 
-def length_difficulty(all_logits, labels, lengths, problem_type) -> torch.Tensor:
+def length_difficulty(all_logits, labels, lengths, problem_type, exit_layers) -> torch.Tensor:
     """The number of tokens: longer inputs are harder (no warm-up model needed)."""
     return lengths.float()
 
@@ -88,6 +100,7 @@ SAMPLING_MODES = ("pass", "independent")
 """How `CurriculumSampler` draws from the pool: a pass without replacement, or each step on its own."""
 
 DIFFICULTY_SCORERS: dict[str, DifficultyScorer] = {
+    "depth_weighted_loss": DifficultyScorer(depth_weighted_loss_difficulty, needs_warmup=True),
     "loss": DifficultyScorer(loss_difficulty, needs_warmup=True),
     "first_correct_exit": DifficultyScorer(first_correct_exit_difficulty, needs_warmup=True),
     "length": DifficultyScorer(length_difficulty, needs_warmup=False),

@@ -33,9 +33,11 @@ class CurriculumConfig(MultiExitTrainingArguments):
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device."})
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs of the curriculum stage."})
     difficulty_scorer: str = field(
-        default="loss",
-        metadata={"help": f"One of {list(DIFFICULTY_SCORERS)}: 'loss' = a warm-up model's task loss averaged over "
-                  "its exits; 'first_correct_exit' = the first exit at which the warm-up model is right (ties by "
+        default="depth_weighted_loss",
+        metadata={"help": f"One of {list(DIFFICULTY_SCORERS)}: 'depth_weighted_loss' = a warm-up model's task losses "
+                  "weighted by exit depth (layer / sum of layers, PABEE's weights; default since issue 19, so that the "
+                  "deep exits and not the shallow ones' fit decide the order); 'loss' = their plain mean (earlier "
+                  "versions); 'first_correct_exit' = the first exit at which the warm-up model is right (ties by "
                   "loss); 'length' = number of tokens (no warm-up)."},
     )
     difficulty_warmup_epochs: float = field(

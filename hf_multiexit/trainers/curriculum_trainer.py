@@ -25,8 +25,11 @@ class CurriculumTrainer(MultiExitTrainer):
       `baby_steps`) reaching 1 after `curriculum_fraction` of the steps. The model-based scorers (`loss`,
       `first_correct_exit`) need a model that has seen the data: a first stage (`difficulty_warmup_epochs`, uniform
       sampling, same objective) trains it, scores every training sample at the start of the curriculum stage, and
-      training continues from it (so the curriculum shapes the later training, not a fresh start). `length` needs no
-      warm-up stage. The curriculum is a `CurriculumSampler` plus a `CurriculumCallback` that stores the order in
+      training continues from it (so the curriculum shapes the later training, not a fresh start). The two stages
+      are one run (`shared_schedule`): one optimizer, whose state carries over, and one learning-rate schedule over
+      the steps of both, since the warm-up is the first epochs of the same training (same parameters, objective and
+      learning rates) with uniform sampling; a restart would warm the learning rate up and decay it twice. `length`
+      needs no warm-up stage. The curriculum is a `CurriculumSampler` plus a `CurriculumCallback` that stores the order in
       checkpoints: resuming continues at the same batch of the same curriculum.
     - Features: distillation between exits, with the label loss on the final exit,
 
@@ -39,6 +42,7 @@ class CurriculumTrainer(MultiExitTrainer):
     """
 
     args: CurriculumConfig
+    shared_schedule = True
 
     def __init__(self, model=None, args: CurriculumConfig | None = None, **kwargs):
         if isinstance(args, CurriculumConfig):
@@ -61,11 +65,10 @@ class CurriculumTrainer(MultiExitTrainer):
 
     # ----------------------------------------------------------------------------------------------- curriculum
     def curriculum_steps(self, num_samples: int) -> int:
-        """`T`: the optimizer step from which the whole training set is in the pool."""
+        """`T`: the optimizer step of the curriculum stage from which the whole training set is in the pool."""
         args = self.args
-        batches_per_process = math.ceil(num_samples / (self._train_batch_size * args.world_size))
         total = args.max_steps if args.max_steps > 0 else math.ceil(
-            args.num_train_epochs * math.ceil(batches_per_process / args.gradient_accumulation_steps)
+            args.num_train_epochs * self.update_steps_per_epoch(num_samples)
         )
         return max(1, round(args.curriculum_fraction * total))
 
@@ -91,10 +94,10 @@ class CurriculumTrainer(MultiExitTrainer):
         scorer = DIFFICULTY_SCORERS[self.args.difficulty_scorer]
         lengths = torch.tensor([_num_tokens(dataset[i]) for i in range(len(dataset))])
         if not scorer.needs_warmup:
-            return scorer.score(None, None, lengths, self.problem_type)
+            return scorer.score(None, None, lengths, self.problem_type, self.exit_layers)
         prediction = self.predict(dataset, metric_key_prefix="difficulty")
         logits, labels = torch.from_numpy(prediction.predictions), torch.from_numpy(prediction.label_ids)
-        return scorer.score(logits.float(), labels, lengths, self.problem_type)
+        return scorer.score(logits.float(), labels, lengths, self.problem_type, self.exit_layers)
 
 
 def _num_tokens(example) -> int:
