@@ -148,6 +148,19 @@ def smart_args(tmp_path, **overrides):
     return toy_args(SmartBertConfig, tmp_path, **{**values, **overrides})
 
 
+@pytest.mark.parametrize(
+    "epochs, fraction, hard, soft",
+    [(5, 0.6, 1.0, 3.0), (2, 0.6, 1.0, 1.0), (2, 0.6, 0.0, 1.2), (1, 0.6, 1.0, 0.6), (3, 0.0, 1.0, 0.0)],
+)
+def test_soft_phase_leaves_min_hard_gate_epochs(tmp_path, epochs, fraction, hard, soft):
+    """The released 3 soft of 5 epochs; on 2 epochs the soft phase gives way to one hard epoch (0.8 without the
+    minimum); a run no longer than the minimum keeps the fraction."""
+    args = smart_args(tmp_path, soft_gate_fraction=fraction, min_hard_gate_epochs=hard)
+    trainer = SmartBertTrainer(model=smart_model(), args=args)
+    trainer.state.num_train_epochs = epochs
+    assert trainer.soft_gate_epochs() == pytest.approx(soft)
+
+
 def test_smartbert_two_stages_train_what_they_should(tmp_path):
     model = smart_model()
     trainer = SmartBertTrainer(model=model, args=smart_args(tmp_path), train_dataset=ToyTask(32), eval_dataset=ToyTask(16, seed=1))
@@ -268,6 +281,7 @@ def test_smartbert_gradient_accumulation_matches_one_doubled_batch(tmp_path):
         ({"stage1_contrastive_weight": 1.0}, r"stage1_contrastive_weight=1.0 is out of range: it must lie in \[0, 1\)"),
         ({"stage2_temperature": 0.0}, r"stage2_temperature=0.0 must be > 0"),
         ({"soft_gate_fraction": 1.5}, r"soft_gate_fraction=1.5 is out of range: it must lie in \[0, 1\]"),
+        ({"min_hard_gate_epochs": -1.0}, r"min_hard_gate_epochs=-1.0 must be >= 0"),
         ({"skip_lambda": -0.1}, r"skip_lambda=-0.1 must be >= 0"),
         ({"skip_reward_reference_layers": 0}, r"skip_reward_reference_layers=0 must be >= 1 or None"),
         ({"gate_learning_rate": 0.0}, r"gate_learning_rate=0.0 must be a positive number or None"),

@@ -37,6 +37,14 @@ class SmartBertConfig(MultiExitTrainingArguments):
         metadata={"help": "Stage 1 weighs layers with the soft gate probability g for this fraction of its epochs, then "
                   "with the straight-through hard weight (script: the first 3 of 5 epochs). 0: hard from the start."},
     )
+    min_hard_gate_epochs: float = field(
+        default=1.0,
+        metadata={"help": "Shorten the soft phase so that stage 1 ends with at least this many epochs of hard gates "
+                  "(where it has more epochs than this), so the final classifier sees every training sample under "
+                  "the skip pattern it meets at inference at least once: the released 2 of 5 epochs hold on any "
+                  "budget, also on a 2-epoch one (where 0.6 soft leaves 0.8 hard). 0: soft_gate_fraction alone "
+                  "(earlier versions)."},
+    )
     skip_lambda: float = field(
         default=0.04, metadata={"help": "lambda of the skipping reward lambda / sum_i mean(g_i) (script: 0.04)."}
     )
@@ -84,6 +92,8 @@ class SmartBertConfig(MultiExitTrainingArguments):
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0.")
         if not 0.0 <= self.soft_gate_fraction <= 1.0:
             raise ValueError(f"soft_gate_fraction={self.soft_gate_fraction} is out of range: it must lie in [0, 1].")
+        if not self.min_hard_gate_epochs >= 0:
+            raise ValueError(f"min_hard_gate_epochs={self.min_hard_gate_epochs} must be >= 0.")
         if self.skip_reward_reference_layers is not None and not self.skip_reward_reference_layers >= 1:
             raise ValueError(f"skip_reward_reference_layers={self.skip_reward_reference_layers} must be >= 1 or None.")
         if self.gate_learning_rate is not None and not self.gate_learning_rate > 0:

@@ -32,8 +32,9 @@ class SmartBertTrainer(MultiExitTrainer):
     1. `"backbone"` (embeddings, layers, gates, final classifier, layer projections `P_i`):
        `(1 - eta1) [CE(z_L, y) + lambda / sum_i mean_b(g_i)] + eta1 sum_{i=1}^{L-1} InfoNCE(P_i(h_i), P_{i+1}(h_{i+1}); tau1)`,
        a token-level InfoNCE (`losses.token_info_nce`: positive = the same token one layer up, padding masked).
-       The layers are weighted by the soft `g_i` for the first `soft_gate_fraction` of the epochs, then by the
-       straight-through hard weight `g + sg(1[g >= r] - g)` (`MultiExitBertModel._gate_weight`).
+       The layers are weighted by the soft `g_i` for the first `soft_gate_fraction` of the epochs (shortened to
+       leave at least `min_hard_gate_epochs` of hard gates), then by the straight-through hard weight
+       `g + sg(1[g >= r] - g)` (`MultiExitBertModel._gate_weight`).
     2. `"exits"` (everything above frozen, gates hard; intermediate exits and exit projections `Q_e` train):
        `(1 - eta2) sum_{e<L} CE(z_e, y) + eta2 mean_e InfoNCE(Q_e(f_e), Q_{e+1}(f_{e+1}); tau2)`, where the exit
        heads read their layer's own output `Layer_e(h_{e-1})` (what they see at inference) and `f_e` is the head's
@@ -80,9 +81,16 @@ class SmartBertTrainer(MultiExitTrainer):
         ).to(self.args.device)
 
     # ----------------------------------------------------------------------------------------------- objective
+    def soft_gate_epochs(self) -> float:
+        """Epochs of stage 1's soft phase: `min(f E, E - h)` where `E > h`, else `f E` (`E` stage 1's epochs, `f` =
+        `soft_gate_fraction`, `h` = `min_hard_gate_epochs`)."""
+        epochs = self.state.num_train_epochs or 0
+        soft, hard = self.args.soft_gate_fraction * epochs, self.args.min_hard_gate_epochs
+        return min(soft, epochs - hard) if epochs > hard else soft
+
     def gate_mode(self) -> str:
-        """Soft gates for the first `soft_gate_fraction` of stage 1's epochs, hard ones after and in stage 2."""
-        soft_epochs = self.args.soft_gate_fraction * (self.state.num_train_epochs or 0)
+        """Soft gates for stage 1's soft phase (`soft_gate_epochs`), hard ones after and in stage 2."""
+        soft_epochs = self.soft_gate_epochs()
         if self.stage == "backbone" and (self.state.epoch or 0.0) < soft_epochs:
             return "soft"
         return "hard"
