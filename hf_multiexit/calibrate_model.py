@@ -313,7 +313,7 @@ def run_calibration(args: CalibrateArguments) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from .data import load_text_files, make_collator
-    from .evaluation import trained_model_config
+    from .evaluation.command import trained_model_config
     from .models.multiexit_bert import AUTO_FAMILIES
 
     config = trained_model_config(args.model, "calibrate", "no rule chosen on them could be trusted")

@@ -64,7 +64,7 @@ import torch
 from scipy.special import xlogy
 from scipy.stats import binom
 
-from .evaluation import simulate_exits, sweep_parameter
+from .evaluation.replay import simulate_exits, sweep_parameter
 from .metrics import METRICS
 from .models.multiexit_bert import EXIT_STRATEGIES, ExitConfig
 from .models.multiexit_bert.exit_strategies import MULTI_LABEL, REGRESSION, entropy, resolve_problem_type

@@ -143,7 +143,7 @@ def test_wall_speedup_pairs_each_setting_with_full_depth_passes(monkeypatch):
         result = real_run_inference(*args, **exit_kwargs)
         return dataclasses.replace(result, seconds=next(machine_slowness) * work[exit_kwargs["exit_strategy"]])
 
-    monkeypatch.setattr(evaluation, "run_inference", scripted_run_inference)
+    monkeypatch.setattr(evaluation.tradeoff, "run_inference", scripted_run_inference)
     evaluator = TradeoffEvaluator(model, data, collate, task="sst2", batch_size=8, repeats=2, progress=False)
     same, half = evaluator.point("none"), evaluator.point("static", 2)
     assert (same["wall_speedup"], same["seconds"], same["full_seconds"]) == (1.0, 2.0, 2.0)
