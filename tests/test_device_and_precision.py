@@ -220,8 +220,8 @@ def test_eager_sdpa_and_flex_attention_give_the_same_exits(head, uncompiled_flex
 @pytest.mark.slow
 def test_eager_and_sdpa_give_the_same_exits_on_real_minilm_over_sst2_dev(minilm_path, minilm_tokenizer, glue_dir):
     """SST-2 dev through seeded (untrained) exits on the real MiniLM-L6, batch 32: eager and SDPA attention give the
-    same exit layers under entropy and patience, and logits within 1e-4, on all 872 sentences (about a minute on
-    two CPU threads). The SDPA all-exits
+    same exit layers under entropy and patience, and logits within 1e-4, on every second of the 872 sentences (436:
+    about 35 s on two CPU threads; all 872 took 53 s of CI's 15 minutes). The SDPA all-exits
     pass places the entropy threshold in the widest gap between the exits' values (their middle 40%), so that float
     rounding between the two attention kernels (logits differ by about 1e-6, these near-uniform entropies by less
     than one float32 step) cannot decide."""
@@ -229,6 +229,7 @@ def test_eager_and_sdpa_give_the_same_exits_on_real_minilm_over_sst2_dev(minilm_
 
     data = load_glue("sst2", data_dir=glue_dir, tokenizer=minilm_tokenizer, splits="validation")["validation"]
     assert len(data) == 872
+    data = data.select(range(0, 872, 2))
     collator = make_collator(minilm_tokenizer)
     models = {}
     for implementation in ("eager", "sdpa"):
