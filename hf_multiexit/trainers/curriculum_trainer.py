@@ -4,7 +4,6 @@ Curriculum Learning and Knowledge Distillation", IJSEKE 2023). No code was relea
 
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -64,20 +63,16 @@ class CurriculumTrainer(MultiExitTrainer):
         return {"num_train_epochs": self.args.difficulty_warmup_epochs} if self.stages[index] == "warmup" else {}
 
     # ----------------------------------------------------------------------------------------------- curriculum
-    def curriculum_steps(self, num_samples: int) -> int:
+    def curriculum_steps(self) -> int:
         """`T`: the optimizer step of the curriculum stage from which the whole training set is in the pool."""
-        args = self.args
-        total = args.max_steps if args.max_steps > 0 else math.ceil(
-            args.num_train_epochs * self.update_steps_per_epoch(num_samples)
-        )
-        return max(1, round(args.curriculum_fraction * total))
+        return max(1, round(self.args.curriculum_fraction * self.stage_steps(self.stages.index("curriculum"))))
 
     def _get_train_sampler(self, train_dataset=None):
         if self.stage != "curriculum":
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         args = self.args
-        pacing, total = PACING_FUNCTIONS[args.pacing], self.curriculum_steps(len(dataset))
+        pacing, total = PACING_FUNCTIONS[args.pacing], self.curriculum_steps()
         return CurriculumSampler(
             num_samples=len(dataset),
             batch_size=self._train_batch_size,
