@@ -15,10 +15,11 @@ from transformers import AutoTokenizer
 
 from .calibrate_model import CALIBRATION_SPLIT_NAME, calibrate_model, check_calibration_options, hold_out_split
 from .data import load_glue, load_text_files, make_collator
+from .data_arguments import DataArguments
 from .tasks import get_glue_task
 from .io import atomic_save_pretrained, atomic_write_json, check_model_path
 from .lora import LORA_ADAPTER_DIR, add_lora, merged_copy, save_lora
-from .metrics import METRICS, check_metric, primary_metric
+from .metrics import check_metric, primary_metric
 from .models import multiexit_config_class
 from .models.multiexit_bert import AUTO_FAMILIES, EXIT_HEAD_STYLES
 from .models.multiexit_bert.configuration_multiexit_bert import POOLER_STYLES
@@ -70,47 +71,6 @@ class ModelArguments:
             raise ValueError(f"exit_head={self.exit_head!r} is not one of {list(EXIT_HEAD_STYLES)}.")
         if self.lora_r is not None and self.lora_r < 1:
             raise ValueError(f"lora_r={self.lora_r} must be a positive rank, or left out for full fine-tuning.")
-
-
-@dataclass
-class DataArguments:
-    data_dir: str | None = field(
-        default_factory=lambda: os.environ.get("GLUE_DIR"),
-        metadata={"help": "GLUE folder with the official TSV files (default: $GLUE_DIR, else datasets' glue)."},
-    )
-    train_file: str | None = field(default=None, metadata={"help": "CSV/TSV/JSON(L) training file (non-GLUE tasks)."})
-    validation_file: str | None = field(default=None, metadata={"help": "CSV/TSV/JSON(L) validation file."})
-    text_columns: list[str] = field(default_factory=lambda: ["sentence"], metadata={"help": "Text column(s) of the files."})
-    label_column: str = field(default="label", metadata={"help": "Label column of the files."})
-    class_names: list[str] | None = field(
-        default=None,
-        metadata={"help": "Class names in id order, for files whose labels are names (e.g. --class_names negative "
-                  "positive); integer labels need none. (TrainingArguments' --label_names is something else: the "
-                  "batch keys that hold labels.)"},
-    )
-    metric: str | None = field(
-        default=None,
-        metadata={"help": f"Metric of a custom task, one of {list(METRICS)} (e.g. macro_f1 for unbalanced classes): "
-                  "reported first for every exit and used as the primary metric. Default: accuracy for "
-                  "classification, pearson for regression; a GLUE --task keeps its metrics (this may pick one)."},
-    )
-    max_length: int = field(default=128, metadata={"help": "Maximum tokens per example (longer ones are truncated)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation examples."})
-
-    def __post_init__(self):
-        check_metric(self.metric)
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name}={value} must be a positive number of examples.")
-        if (self.train_file is None) != (self.validation_file is None):
-            raise ValueError("Give both --train_file and --validation_file, or neither (then --task selects GLUE data).")
-        if self.class_names is not None and self.train_file is None:
-            raise ValueError(
-                f"--class_names {self.class_names} names the classes of --train_file/--validation_file labels; a GLUE "
-                "--task has its own. Leave --class_names out, or give the files."
-            )
 
 
 @dataclass

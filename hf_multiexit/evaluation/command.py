@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..data_arguments import EvaluationDataArguments
 from ..io import atomic_write_json, check_model_path
-from ..metrics import METRICS, check_metric
+from ..metrics import check_metric
 from ..models.multiexit_bert import EXIT_STRATEGIES, ExitConfig
 from ..models.multiexit_bert.exit_strategies import build_exit_strategy
 from .replay import DEFAULT_GRID_STEP, sweep_parameter
@@ -40,9 +41,10 @@ def resolve_device(name: str) -> str:
     return name
 
 
-@dataclass
-class EvaluateArguments:
-    """`hf-multiexit evaluate`: a trade-off sweep of a trained multi-exit model on a validation set."""
+@dataclass(kw_only=True)
+class EvaluateArguments(EvaluationDataArguments):
+    """`hf-multiexit evaluate`: a trade-off sweep of a trained multi-exit model on a validation set (given by the
+    inherited data flags)."""
 
     model: str = field(metadata={"help": "A saved multi-exit model folder (or Hub id)."})
     output: str = field(metadata={"help": "Where to write report.json."})
@@ -62,20 +64,6 @@ class EvaluateArguments:
     patience: str | None = field(default=None, metadata={"help": "Comma-separated patience values (default 0..E-1)."})
     exit_layers: str | None = field(default=None, metadata={"help": "Comma-separated layers for static (default: all exits)."})
     task: str | None = field(default=None, metadata={"help": "GLUE task (or give --validation_file)."})
-    data_dir: str | None = field(
-        default_factory=lambda: os.environ.get("GLUE_DIR"),
-        metadata={"help": "GLUE folder with the official TSV files (default: $GLUE_DIR, else datasets' glue)."},
-    )
-    validation_file: str | None = field(default=None, metadata={"help": "CSV/TSV/JSON(L) evaluation file (non-GLUE)."})
-    text_columns: list[str] = field(default_factory=lambda: ["sentence"], metadata={"help": "Text column(s) of the file."})
-    label_column: str = field(default="label", metadata={"help": "Label column of the file."})
-    metric: str | None = field(
-        default=None,
-        metadata={"help": f"Primary metric, one of {list(METRICS)} (default: the task's GLUE metric, else accuracy or "
-                  "pearson): reported first per exit and per point, and the one the summary's speed-ups are read at."},
-    )
-    max_length: int = field(default=128, metadata={"help": "Maximum tokens per example."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N examples."})
     batch_size: int = field(default=32, metadata={"help": "Inference batch size."})
     repeats: int = field(default=1, metadata={
         "help": "Timed rounds per setting, each one pass of the setting and one at full depth (the fastest of each counts)."})
@@ -89,6 +77,7 @@ class EvaluateArguments:
     """The flag that gives the values of each swept `ExitConfig` field."""
 
     def __post_init__(self):
+        super().__post_init__()
         self.strategies = [name.strip() for name in self.exit_strategy.split(",") if name.strip()]
         parameters = {name: sweep_parameter(name) for name in self.strategies}
         values = {flag: _parse_values(getattr(self, flag), convert, flag)
@@ -106,7 +95,7 @@ class EvaluateArguments:
         check_model_path(self.model, "--model", "the --output_dir of `hf-multiexit train` (or a Hub model id)")
         if (self.task is None) == (self.validation_file is None):
             raise ValueError("Give exactly one of --task (a GLUE task) and --validation_file.")
-        for name in ("batch_size", "repeats", "max_length"):
+        for name in ("batch_size", "repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}={getattr(self, name)} must be a positive integer.")
         self.device = resolve_device(self.device)
