@@ -6,11 +6,13 @@ import json
 import pytest
 import torch
 from torch.func import functional_call
+from safetensors import safe_open
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hf_multiexit import LeeBertConfig, LeeBertTrainer, MultiExitBertForSequenceClassification
 from hf_multiexit.cli import main
 from hf_multiexit.losses import mutual_distillation_terms, task_loss
+from hf_multiexit.trainers.base import TRAINER_MODULES_NAME
 from hf_multiexit.trainers.leebert_trainer import (
     WEIGHT_NORMALIZATIONS,
     adam_preconditioner,
@@ -176,8 +178,9 @@ def test_resume_restores_the_learned_weights(tmp_path, mix):
     uninterrupted = LeeBertTrainer(model=full, args=args, train_dataset=data)
     uninterrupted.train()
     checkpoint = tmp_path / "out" / "checkpoint-2"
-    stored = json.loads((checkpoint / "config.json").read_text())["leebert_loss_weights"]
-    assert stored["scheme"] == "joint" and len(stored["logits"]) == 6  # the downward pairs of 4 exits
+    with safe_open(str(checkpoint / TRAINER_MODULES_NAME), "pt") as stored:
+        assert stored.metadata()["weight_scheme"] == "joint"
+        assert stored.get_tensor("loss_weights.logits").shape == (6,)  # the downward pairs of 4 exits
     resumed_model = toy_model(seed=5, exit_head="linear")
     resumed = LeeBertTrainer(model=resumed_model, args=toy_args(LeeBertConfig, tmp_path, **extra), train_dataset=data)
     resumed.train(resume_from_checkpoint=str(checkpoint))

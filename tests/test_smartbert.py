@@ -12,6 +12,7 @@ from hf_multiexit.cli import main
 from hf_multiexit.losses import skip_reward, token_info_nce
 from hf_multiexit.models.multiexit_bert.exit_strategies import entropy
 from hf_multiexit.trainers import StageCallback
+from hf_multiexit.trainers.base import TRAINER_MODULES_NAME
 from test_modeling import NUM_LAYERS, between_values, one_by_one, padded_batch, spread_threshold, tiny_model
 from test_trainers import ToyTask, toy_args, toy_model, weights
 
@@ -242,7 +243,7 @@ def test_smartbert_resumes_in_either_stage(tmp_path):
     full_trainer.train()
     for stage, stages_expected in (("stage-1", [0, 1]), ("stage-2", [1])):
         path = tmp_path / "out" / stage / "checkpoint-1"
-        assert (path / "smartbert_projections.safetensors").is_file()
+        assert (path / TRAINER_MODULES_NAME).is_file()
         assert StageCallback.stage_of_checkpoint(str(path)) == stages_expected[0]
         resumed = smart_model(seed=7)  # different initial weights: everything must come from the checkpoint
         trainer = SmartBertTrainer(model=resumed, args=smart_args(tmp_path, num_train_epochs=1), train_dataset=data)

@@ -74,7 +74,7 @@ DDP_CASES = (
 )
 """RomeBERT's projection (`gp`) acts on the all-reduced gradient, `ge` in the forward pass; DeeBERT and SmartBERT
 switch stage (`deebert-frozen-exits`: to parameters the first stage froze, as SmartBERT's does); LeeBERT's learned
-loss weights live outside the DDP-wrapped model, and its cross-level optimisation shares out each D2 batch and
+loss weights are a trainer module with its own DDP wrapper, and its cross-level optimisation shares out each D2 batch and
 averages the D2 gradient over the processes; the curriculum shares out each optimizer step's draw."""
 
 

@@ -16,6 +16,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import EvalPrediction, Trainer, TrainingArguments, enable_full_determinism, set_seed
 from transformers.utils import logging
 
@@ -25,7 +28,7 @@ from ..losses import task_loss
 from ..metrics import logits_metrics
 from ..models.multiexit_bert import ExitConfig
 from ..models.multiexit_bert.exit_strategies import EXIT_STRATEGIES, REGRESSION, resolve_problem_type
-from .callbacks import StageCallback
+from .callbacks import StageCallback, TrainerModulesCallback
 
 logger = logging.get_logger(__name__)
 
@@ -41,6 +44,8 @@ class MethodPaper:
     title: str
     url: str | None = None
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+TRAINER_MODULES_NAME = "trainer_modules.safetensors"
+"""The file in each checkpoint with the state of the trainer-owned modules (`MultiExitTrainer.add_trainer_module`)."""
 
 
 def register_method(name: str, config_class: type[MultiExitTrainingArguments]):
@@ -239,6 +244,8 @@ class MultiExitTrainer(Trainer):
         self._carried_schedule: dict[str, Any] | None = None
         self._saved_requires_grad: dict[str, bool] | None = None
         self._per_exit_metrics = compute_metrics is None
+        self._trainer_module_views: dict[str, nn.Module] = {}
+        self.add_callback(TrainerModulesCallback(self))
         self.setup_model()
 
     def setup_model(self) -> None:
@@ -249,6 +256,8 @@ class MultiExitTrainer(Trainer):
         config = self.model.config
         self.problem_type = resolve_problem_type(config)
         self.exit_layers = list(config.exit_layers)
+        self.trainer_modules = nn.ModuleDict()
+        self._trainer_module_options: dict[str, dict[str, Any]] = {}
         if self._per_exit_metrics:
             self.compute_metrics = per_exit_metrics(self.args.task, self.problem_type, self.exit_layers)
         network = self.unwrapped_model()
@@ -388,11 +397,84 @@ class MultiExitTrainer(Trainer):
         return scheduler
 
     def create_optimizer(self, model=None):
-        if self.optimizer is not None or self.args.exit_learning_rate is None:
+        if self.optimizer is not None:
             return super().create_optimizer(model)
         optimizer = super().create_optimizer(model)
-        move_to_own_groups(optimizer, self.intermediate_exit_parameters(model), self.args.exit_learning_rate)
+        if self.args.exit_learning_rate is not None:
+            move_to_own_groups(optimizer, self.intermediate_exit_parameters(model), self.args.exit_learning_rate)
+        for name, module in self.active_trainer_modules().items():
+            params = [p for p in module.parameters() if p.requires_grad]
+            options = self._trainer_module_options[name]
+            if params:
+                decay = self.args.weight_decay if options["weight_decay"] is None else options["weight_decay"]
+                optimizer.add_param_group({"params": params, "lr": options["lr"] or self.args.learning_rate,
+                                           "weight_decay": decay})
         return optimizer
+
+    # ----------------------------------------------------------------------------------------------- trainer modules
+    def add_trainer_module(self, name: str, module: nn.Module, *, stages: tuple[int, ...] | None = None,
+                           learning_rate: float | None = None, weight_decay: float | None = None) -> None:
+        """Registers a module that the method trains but that is not part of the saved model (LeeBERT's loss weights,
+        SmartBERT's projection heads); call it from `setup_model`. One mechanism gives it what Trainer gives the
+        model's parameters, while a stage in `stages` (indices; None: every stage) runs: a group in the optimizer
+        (`learning_rate`, default the stage's; `weight_decay`, default Trainer's), clipping to `max_grad_norm` and
+        cleared gradients after each step (`TrainerModulesCallback`), gradients averaged over processes by its own
+        `DistributedDataParallel` wrapper (call it through `trainer_module(name)`), and its state in every
+        checkpoint (`TRAINER_MODULES_NAME`), from which resuming restores it."""
+        self.trainer_modules[name] = module.to(self.args.device)
+        self._trainer_module_options[name] = {"stages": stages, "lr": learning_rate, "weight_decay": weight_decay}
+
+    def active_trainer_modules(self) -> dict[str, nn.Module]:
+        """The trainer-owned modules that the current stage trains."""
+        return {name: module for name, module in self.trainer_modules.items()
+                if self._trainer_module_options[name]["stages"] is None
+                or self.stage_index in self._trainer_module_options[name]["stages"]}
+
+    def trainer_module(self, name: str) -> nn.Module:
+        """The trainer-owned module `name` to call in the training loss: on several processes its DDP wrapper, whose
+        backward averages its gradients over them as DDP does the model's; else the module itself."""
+        return self._trainer_module_views.get(name, self.trainer_modules[name])
+
+    def _wrap_trainer_modules(self) -> None:
+        self._trainer_module_views = {}
+        if self.accelerator.num_processes == 1:
+            return
+        device = self.args.device
+        for name, module in self.active_trainer_modules().items():
+            if any(p.requires_grad for p in module.parameters()):
+                self._trainer_module_views[name] = nn.parallel.DistributedDataParallel(
+                    module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+                )
+
+    def trainer_modules_metadata(self) -> dict[str, str]:
+        """What a checkpoint's trainer modules must have been trained with for this run to resume them."""
+        return {"trainer": type(self).__name__}
+
+    def save_trainer_modules(self, folder: str) -> None:
+        """Writes the trainer modules' state (with `trainer_modules_metadata`) into checkpoint `folder`."""
+        state = {k: v.detach().contiguous().cpu() for k, v in self.trainer_modules.state_dict().items()}
+        path = os.path.join(folder, TRAINER_MODULES_NAME)
+        save_file(state, path + ".tmp", metadata=self.trainer_modules_metadata())
+        os.replace(path + ".tmp", path)  # a checkpoint holds the whole file or none
+
+    def load_trainer_modules(self, checkpoint: str) -> None:
+        """Restores the trainer modules from `checkpoint`, refusing one written by another trainer or options."""
+        if not len(self.trainer_modules):
+            return
+        path = os.path.join(checkpoint, TRAINER_MODULES_NAME)
+        if not os.path.isfile(path):
+            raise ValueError(f"{checkpoint} has no {TRAINER_MODULES_NAME}: it was not written by {type(self).__name__}; "
+                             "resume from one of its checkpoints.")
+        with safe_open(path, "pt") as stored:
+            metadata = stored.metadata() or {}
+        expected = self.trainer_modules_metadata()
+        different = {key: metadata.get(key) for key, value in expected.items() if metadata.get(key) != value}
+        if different:
+            raise ValueError(
+                f"{checkpoint} was trained with {', '.join(f'{k}={v!r}' for k, v in different.items())}; this run "
+                f"uses {', '.join(f'{k}={expected[k]!r}' for k in different)}. Resume with the options it was trained with."
+            )
+        self.trainer_modules.load_state_dict(load_file(path, device=str(self.args.device)))
 
     # ----------------------------------------------------------------------------------------------- stages
     def stage_arguments(self, index: int) -> dict[str, Any]:
@@ -421,9 +503,11 @@ class MultiExitTrainer(Trainer):
         keep = None if trainable is None else {id(p) for p in trainable}
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(self._saved_requires_grad[name] and (keep is None or id(parameter) in keep))
+        self._wrap_trainer_modules()
 
     def end_training(self) -> None:
         """Restores the arguments and `requires_grad` flags that the stages changed."""
+        self._trainer_module_views = {}
         for name, value in self._saved_arguments.items():
             setattr(self.args, name, value)
         self._saved_arguments = {}
@@ -470,6 +554,8 @@ class MultiExitTrainer(Trainer):
                     )
             self.begin_stage(0)
             try:
+                if resume_from_checkpoint:
+                    self.load_trainer_modules(resume_from_checkpoint)
                 return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
             finally:
                 self.end_training()
@@ -494,6 +580,8 @@ class MultiExitTrainer(Trainer):
                 # when it was built, so a stage that trains what an earlier stage froze would train it per process.
                 self.model_wrapped = self.model
                 self.begin_stage(index)
+                if checkpoint and index == start:
+                    self.load_trainer_modules(checkpoint)
                 results[index] = super().train(resume_from_checkpoint=checkpoint if index == start else None, **kwargs)
         finally:
             self.args.output_dir = root

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
-
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 
 class StageCallback(TrainerCallback, ExportableState):
@@ -38,15 +37,29 @@ class StageCallback(TrainerCallback, ExportableState):
         return None if stored is None else int(stored["args"]["stage_index"])
 
 
-class ZeroGradAfterStep(TrainerCallback):
-    """Clears the gradients of parameters that a trainer owns outside the model (Trainer zeroes only the model's)
-    after every optimizer step, also one the fp16 GradScaler skipped for an overflow: an optimizer step hook would
-    not run then, and the overflowed gradient would poison every later step. `parameters` is called each time, so
-    parameters rebuilt for a new model (`model_init`) are the ones cleared."""
+class TrainerModulesCallback(TrainerCallback):
+    """What Trainer does for the model's parameters after backward, done for a `MultiExitTrainer`'s trainer-owned
+    modules (`add_trainer_module`) on public hooks: clipping before the step, clearing the gradients after it, and
+    storing their state in every checkpoint."""
 
-    def __init__(self, parameters: Callable[[], Iterable[torch.nn.Parameter]]):
-        self.parameters = parameters
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # Trainer has just clipped the model's gradients, unscaling every gradient in the optimizer first under fp16
+        # (these included); the modules are clipped to the same norm on their own, as separate networks.
+        if args.max_grad_norm is not None and args.max_grad_norm > 0:
+            modules = self.trainer.active_trainer_modules().values()
+            params = [p for module in modules for p in module.parameters() if p.grad is not None]
+            if params:
+                torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        for parameter in self.parameters():
+        # Trainer zeroes only the model's gradients. This hook also runs after a step the fp16 GradScaler skipped for
+        # an overflow (an optimizer step hook would not), whose gradient would otherwise poison every later step.
+        for parameter in self.trainer.trainer_modules.parameters():
             parameter.grad = None
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save and len(self.trainer.trainer_modules):
+            self.trainer.save_trainer_modules(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"))

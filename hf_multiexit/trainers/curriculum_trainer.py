@@ -68,6 +68,9 @@ class CurriculumTrainer(MultiExitTrainer):
         return max(1, round(self.args.curriculum_fraction * self.stage_steps(self.stages.index("curriculum"))))
 
     def _get_train_sampler(self, train_dataset=None):
+        # The one private Trainer method a trainer here overrides: Trainer has no public way to supply the training
+        # sampler, and overriding the public `get_train_dataloader` instead would copy its DataLoader set-up (workers,
+        # seeding, accelerate's preparation and DDP sharding), which the curriculum needs unchanged.
         if self.stage != "curriculum":
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset

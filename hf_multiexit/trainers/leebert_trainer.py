@@ -6,8 +6,6 @@ No code was released; this is the reconstruction of `ALGORITHMS.md`, with every 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +15,10 @@ from torch.utils.data import Subset
 
 from ..losses import mutual_distillation_pairs, mutual_distillation_terms, task_loss
 from .base import MultiExitTrainer, register_method
-from .callbacks import ZeroGradAfterStep
 from .leebert_config import LeeBertConfig
 
 LEARNED_WEIGHTS_KEY = "leebert_loss_weights"
-"""`config.json` entry holding the learned loss-term weights of a LeeBERT-trained model (and its checkpoints)."""
+"""`config.json` entry holding the learned loss-term weights of a LeeBERT-trained model."""
 
 
 @contextlib.contextmanager
@@ -159,10 +156,11 @@ class LeeBertTrainer(MultiExitTrainer):
       earlier reconstruction) normalises one logit per term over all `M^2` terms, starting with `distillation_share`
       of the mass on distillation; there the single-level gradient, which favours the smallest terms, drifts mass
       from the labels to distillation without bound. `norm` = softmax (default) or normalised sigmoid
-      (`weight_normalization`), so the learned weights cannot collapse to zero. They live in the trainer, in their
-      own optimizer group (`weight_learning_rate`, no weight decay), are logged as `loss_weight_ce_<m>` /
+      (`weight_normalization`), so the learned weights cannot collapse to zero. They are a trainer module
+      (`add_trainer_module`: their own optimizer group at `weight_learning_rate` without weight decay, stored in
+      every checkpoint, from which a resumed run restores them), are logged as `loss_weight_ce_<m>` /
       `loss_weight_kd_<m>_<n>` (student m, teacher n), and are saved in the model's `config.json` under
-      `leebert_loss_weights` (also in every checkpoint, from which a resumed run restores them).
+      `leebert_loss_weights`.
     - Cross-level optimisation (CLO): the training set is split into D1 and D2 (`bilevel_split` of it held out as
       D2, seeded); theta steps on D1 with the usual optimizer. The logits `a` step on
       `lambda * grad_a L_D1(theta, a) + (1 - lambda) * g_bi`, `lambda = clo_mix`, where `g_bi` is the one-step
@@ -208,7 +206,6 @@ class LeeBertTrainer(MultiExitTrainer):
         self._bilevel_step, self._bilevel_micro = -1, 0
         self._weight_grad_norms = torch.zeros(2)
         self._weight_grad_steps = 0
-        self.add_callback(ZeroGradAfterStep(lambda: [self.loss_weight_logits]))
 
     def setup_model(self) -> None:
         """Names the `M^2` loss terms of the model's exits and starts their weights (`distillation_share`)."""
@@ -220,7 +217,9 @@ class LeeBertTrainer(MultiExitTrainer):
         self.weight_model = LossWeights(
             layers, self.args.weight_scheme, WEIGHT_NORMALIZATIONS[self.args.weight_normalization],
             self.args.distillation_share, self.args.distillation_weight,
-        ).to(self.args.device)
+)
+        self.add_trainer_module("loss_weights", self.weight_model, learning_rate=self.args.weight_learning_rate,
+                                weight_decay=0.0)
         self.loss_weight_logits = self.weight_model.logits
 
     # ----------------------------------------------------------------------------------------------- objective
@@ -231,7 +230,7 @@ class LeeBertTrainer(MultiExitTrainer):
     def objective(self, outputs, labels):
         terms = mutual_distillation_terms(outputs.all_logits, labels, self.problem_type, self.args.temperature)
         # A product and a sum, not a matrix product, which autocast would run in half precision.
-        return {"weighted": (terms * self.loss_weights().to(terms.dtype)).sum(-1)}
+        return {"weighted": (terms * self.trainer_module("loss_weights")().to(terms.dtype)).sum(-1)}
 
     def outer_loss(self, model, inputs: dict[str, Any]) -> torch.Tensor:
         """The bi-level outer objective on a D2 batch: the mean over exits of each exit's mean CE."""
@@ -250,9 +249,6 @@ class LeeBertTrainer(MultiExitTrainer):
             raise ValueError(f"unroll_step='adam' needs an Adam-family optimizer (param groups with 'betas'); "
                              f"optim={optim!r} has none. Use unroll_step='auto' or 'sgd'.")
         self._adam_virtual_step = self.args.unroll_step == "adam" or (self.args.unroll_step == "auto" and adam_family)
-        optimizer.add_param_group(
-            {"params": [self.loss_weight_logits], "lr": self.args.weight_learning_rate, "weight_decay": 0.0}
-        )
         return optimizer
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -261,9 +257,7 @@ class LeeBertTrainer(MultiExitTrainer):
         so gradient accumulation sums them like the model's gradients."""
         weights = self.loss_weight_logits
         if self.bilevel_dataset is None:
-            loss = super().training_step(model, inputs, num_items_in_batch)
-            self._sync_weight_gradient()
-            return loss
+            return super().training_step(model, inputs, num_items_in_batch)
         params = [p for p in self.accelerator.unwrap_model(model).parameters() if p.requires_grad]
         before = [None if p.grad is None else p.grad.clone() for p in params]
         weights_before = torch.zeros_like(weights) if weights.grad is None else weights.grad.clone()
@@ -296,11 +290,13 @@ class LeeBertTrainer(MultiExitTrainer):
             model, self._prepare_inputs(inputs), self._prepare_inputs(self._next_bilevel_batch()), train_gradient, xi,
             preconditioner,
         ) / share
+        # The weights' DDP wrapper averaged `single` in backward (and `weights_before`, so the same on every process);
+        # the bi-level part is taken outside backward, on this process's D1 batch, and averaged here.
+        bilevel = self._process_mean(bilevel)
         mix = self.args.clo_mix
         weights.grad = weights_before + mix * single + (1 - mix) * scale * bilevel
         self._weight_grad_norms += torch.stack([single.norm() / scale, bilevel.norm()]).detach().cpu() * share
         self._weight_grad_steps += 1
-        self._sync_weight_gradient()
         return loss
 
     def bilevel_gradient(
@@ -401,12 +397,6 @@ class LeeBertTrainer(MultiExitTrainer):
         torch.distributed.all_reduce(tensor)
         return tensor / self.accelerator.num_processes
 
-    def _sync_weight_gradient(self) -> None:
-        """`a` is not part of the (DDP-wrapped) model, so its gradient is averaged over processes here."""
-        grad = self.loss_weight_logits.grad
-        if grad is not None and self.accelerator.sync_gradients:
-            self.loss_weight_logits.grad = self._process_mean(grad)
-
     # ----------------------------------------------------------------------------------------------- log and save
     def learned_weights(self) -> dict[str, Any]:
         """What is saved in `config.json` (`leebert_loss_weights`): the normalisation, logits and named weights."""
@@ -437,22 +427,6 @@ class LeeBertTrainer(MultiExitTrainer):
         finally:
             self.store_learned_weights()
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        self.store_learned_weights()
-        super()._save(output_dir, state_dict)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        with open(os.path.join(resume_from_checkpoint, "config.json"), encoding="utf-8") as f:
-            stored = json.load(f).get(LEARNED_WEIGHTS_KEY)
-        if stored is None:
-            raise ValueError(f"{resume_from_checkpoint}/config.json has no {LEARNED_WEIGHTS_KEY!r}; pass a checkpoint "
-                             "written by LeeBertTrainer.")
-        for option in ("scheme", "normalization"):
-            # Checkpoints written before weight schemes existed used "all".
-            trained, now = stored.get(option, "all"), getattr(self.args, f"weight_{option}")
-            if trained != now:
-                raise ValueError(f"{resume_from_checkpoint} was trained with weight_{option}={trained!r}, this run "
-                                 f"uses {now!r}.")
-        with torch.no_grad():
-            self.loss_weight_logits.copy_(torch.tensor(stored["logits"]))
+    def trainer_modules_metadata(self) -> dict[str, str]:
+        return {**super().trainer_modules_metadata(), "weight_scheme": self.args.weight_scheme,
+                "weight_normalization": self.args.weight_normalization}

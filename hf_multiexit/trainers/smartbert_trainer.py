@@ -3,25 +3,27 @@ Inference", IJCAI 2023)."""
 
 from __future__ import annotations
 
-import itertools
-import os
-
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..losses import skip_reward, task_loss, token_info_nce
 from .base import MultiExitTrainer, move_to_own_groups, register_method
-from .callbacks import ZeroGradAfterStep
 from .smartbert_config import SmartBertConfig
-
-PROJECTIONS_NAME = "smartbert_projections.safetensors"
 
 
 def projection_mlp(in_size: int, out_size: int) -> nn.Sequential:
     """The released code's contrastive projection: Linear -> LayerNorm -> tanh -> Linear."""
     return nn.Sequential(nn.Linear(in_size, out_size), nn.LayerNorm(out_size), nn.Tanh(), nn.Linear(out_size, out_size))
+
+
+class ProjectionHeads(nn.ModuleList):
+    """One `projection_mlp` per layer (or exit); `forward` projects each one's features with its own."""
+
+    def __init__(self, in_size: int, out_size: int, count: int):
+        super().__init__(projection_mlp(in_size, out_size) for _ in range(count))
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [project(x) for project, x in zip(self, features)]
 
 
 @register_method("smartbert", SmartBertConfig)
@@ -48,9 +50,9 @@ class SmartBertTrainer(MultiExitTrainer):
     its denominator like stage 1 and averages over all consecutive pairs of intermediate exits (released: positive
     left out, last pair dropped, sum divided by `L-2`); no checkpoint is selected on the dev set. The skipping reward
     is a batch-level term, so with gradient accumulation it uses each micro-batch's mean gate (every other term
-    accumulates exactly). The projection MLPs are training-only: the trainer owns them (they are not part of the
-    saved model), trains them in its optimizer, clips them with the model and stores them in every checkpoint as
-    `smartbert_projections.safetensors`, so training resumes exactly in either stage.
+    accumulates exactly). The projection MLPs are training-only: they are trainer modules (`add_trainer_module`, not
+    part of the saved model), trained in their stage, clipped on their own and stored in every checkpoint, so
+    training resumes exactly in either stage.
     """
 
     args: SmartBertConfig
@@ -59,7 +61,6 @@ class SmartBertTrainer(MultiExitTrainer):
     def __init__(self, model=None, args: SmartBertConfig | None = None, **kwargs):
         self._attention_mask: torch.Tensor | None = None
         super().__init__(model=model, args=args, **kwargs)
-        self.add_callback(ZeroGradAfterStep(lambda: self.projections.parameters()))
 
     def setup_model(self) -> None:
         """Checks that the model has skip gates and attention heads, and builds the projection MLPs for its sizes."""
@@ -73,12 +74,12 @@ class SmartBertTrainer(MultiExitTrainer):
             )
         super().setup_model()
         size = self.args.projection_size
-        self.projections = nn.ModuleDict(
-            {
-                "layers": nn.ModuleList(projection_mlp(config.hidden_size, size) for _ in range(config.num_hidden_layers)),
-                "exits": nn.ModuleList(projection_mlp(config.exit_head_hidden_size, size) for _ in config.exit_layers[:-1]),
-            }
-        ).to(self.args.device)
+        layers = ProjectionHeads(config.hidden_size, size, config.num_hidden_layers)
+        exits = ProjectionHeads(config.exit_head_hidden_size, size, len(config.exit_layers) - 1)
+        self.add_trainer_module("layer_projections", layers, stages=(0,))
+        # Stage-2 projections feed the exits' loss, so they learn at the exits' rate.
+        self.add_trainer_module("exit_projections", exits, stages=(1,), learning_rate=self.args.exit_learning_rate)
+        self.projections = nn.ModuleDict({"layers": layers, "exits": exits})
 
     # ----------------------------------------------------------------------------------------------- objective
     def soft_gate_epochs(self) -> float:
@@ -108,7 +109,7 @@ class SmartBertTrainer(MultiExitTrainer):
         mask = self._attention_mask
         if self.stage == "backbone":
             eta, tau = self.args.stage1_contrastive_weight, self.args.stage1_temperature
-            views = [project(h) for project, h in zip(self.projections["layers"], outputs.hidden_states[1:])]
+            views = self.trainer_module("layer_projections")(outputs.hidden_states[1:])
             return {
                 "final": (1 - eta) * task_loss(outputs.all_logits[-1], labels, self.problem_type),
                 "skip": (1 - eta) * skip_reward(
@@ -118,10 +119,9 @@ class SmartBertTrainer(MultiExitTrainer):
             }
         eta, tau = self.args.stage2_contrastive_weight, self.args.stage2_temperature
         heads = self.unwrapped_model().base_model.exits
-        views = [
-            project(torch.tanh(head.features.proj(outputs.layer_outputs[layer - 1])))
-            for project, head, layer in zip(self.projections["exits"], heads, self.exit_layers[:-1])
-        ]
+        views = self.trainer_module("exit_projections")(
+            [torch.tanh(head.features.proj(outputs.layer_outputs[layer - 1])) for head, layer in zip(heads, self.exit_layers[:-1])]
+        )
         pairs = list(zip(views, views[1:]))
         no_pairs = outputs.all_logits[-1].new_zeros(labels.shape[0], dtype=torch.float)
         contrastive = sum(token_info_nce(a, b, mask, tau) for a, b in pairs) / len(pairs) if pairs else no_pairs
@@ -144,51 +144,12 @@ class SmartBertTrainer(MultiExitTrainer):
         overrides = {"num_train_epochs": self.args.stage2_num_train_epochs, "learning_rate": self.args.stage2_learning_rate}
         return {name: value for name, value in overrides.items() if value is not None}
 
-    def stage_projections(self) -> list[nn.Parameter]:
-        return list(self.projections["layers" if self.stage == "backbone" else "exits"].parameters())
-
-    # ----------------------------------------------------------------------------------------------- projections
+    # ----------------------------------------------------------------------------------------------- optimizer
     def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
         optimizer = super().create_optimizer(model)
         if self.stage == "backbone" and self.args.gate_learning_rate is not None:
             move_to_own_groups(optimizer, list(self.unwrapped_model(model).base_model.skip_gates.parameters()),
                                self.args.gate_learning_rate)
-        params = self.stage_projections()
-        present = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        if params and id(params[0]) not in present:
-            # Stage-2 projections feed the exits' loss, so they learn at the exits' rate.
-            exit_rate = self.args.exit_learning_rate if self.stage == "exits" else None
-            optimizer.add_param_group(
-                {"params": params, "weight_decay": self.args.weight_decay, "lr": exit_rate or self.args.learning_rate}
-            )
         return optimizer
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.accelerator.num_processes > 1 and self.accelerator.sync_gradients:
-            # The projections live outside the DDP-wrapped model: average their gradients as DDP does the model's.
-            for p in self.stage_projections():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= self.accelerator.num_processes
-        return loss
-
-    def _clip_grad_norm(self, model):
-        # No public hook sits between backward and the optimizer step. `clip_grad_norm_` first unscales the fp16
-        # gradients of every parameter in the optimizer, the projections' included, so they are clipped unscaled.
-        parameters = itertools.chain(model.parameters(), self.stage_projections())
-        return self.accelerator.clip_grad_norm_(parameters, self.args.max_grad_norm)
-
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            state = {k: v.detach().contiguous().cpu() for k, v in self.projections.state_dict().items()}
-            save_file(state, os.path.join(folder, PROJECTIONS_NAME))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, PROJECTIONS_NAME)
-        if not os.path.isfile(path):
-            raise ValueError(f"{resume_from_checkpoint} has no {PROJECTIONS_NAME}: it was not written by SmartBertTrainer.")
-        self.projections.load_state_dict(load_file(path, device=str(self.args.device)))
