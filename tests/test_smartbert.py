@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+from safetensors.torch import load_file
 import torch
 
 from hf_multiexit import SmartBertConfig, SmartBertTrainer
@@ -341,3 +342,39 @@ def test_train_command_smartbert_on_minilm_sst2(minilm_path, glue_dir, tmp_path)
     assert torch.equal(out32.exit_layers, layers)
     torch.testing.assert_close(out32.logits, logits, atol=1e-4, rtol=0)
     assert (out32.layers_run < out32.exit_layers).any() and (out32.exit_layers < 6).any()
+
+
+def test_selection_split_keeps_each_stages_best_epoch_on_training_data_only(tmp_path):
+    """`selection_split`: each stage ends with the weights of its best epoch on the held-out training split (final
+    exit in stage 1, intermediate exits in stage 2), the dev set is never evaluated while training, and it is the
+    evaluation set again afterwards."""
+    data, dev = ToyTask(40), ToyTask(16, seed=9)
+    args = smart_args(tmp_path, num_train_epochs=3, stage2_num_train_epochs=3, selection_split=0.25,
+                      learning_rate=0.5)  # a large rate, so the epochs differ and the best is rarely the last
+    model = smart_model()
+    trainer = SmartBertTrainer(model=model, args=args, train_dataset=data, eval_dataset=dev)
+    assert len(trainer.train_dataset) == 30 and len(trainer.selection_dataset) == 10
+    assert not set(trainer.train_dataset.indices) & set(trainer.selection_dataset.indices)
+    trainer.train()
+    logged = [key for entry in trainer.state.log_history for key in entry if key.startswith("eval_")]
+    assert logged and all(key.startswith("eval_selection_") for key in logged)  # never the dev set
+    assert trainer.eval_dataset is dev and "eval_exit_1_accuracy" in trainer.evaluate()
+    not_last = []
+    for stage in ("stage-1", "stage-2"):
+        checkpoints = sorted((tmp_path / "out" / stage).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
+        scores = {e["step"]: e["eval_selection_score"] for e in state["log_history"] if "eval_selection_score" in e}
+        best = max(scores, key=scores.get)
+        assert state["best_model_checkpoint"].endswith(f"checkpoint-{best}")
+        assert len(scores) == 3
+        not_last.append(best != max(scores))
+    assert any(not_last)  # a restore really happened
+    # The trained model holds stage 2's best epoch, which started from stage 1's best.
+    best_stage2 = load_file(str(tmp_path / "out" / "stage-2" / state["best_model_checkpoint"].split("/")[-1] / "model.safetensors"))
+    for name, value in best_stage2.items():
+        torch.testing.assert_close(model.state_dict()[name], value, msg=name)
+
+
+def test_selection_split_out_of_range_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"selection_split=1.0 is out of range"):
+        smart_args(tmp_path, selection_split=1.0)

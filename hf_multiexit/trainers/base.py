@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.data import Subset
 from transformers import EvalPrediction, Trainer, TrainingArguments, enable_full_determinism, set_seed
 from transformers.utils import logging
 
@@ -163,6 +164,20 @@ def per_exit_metrics(
         return results
 
     return compute
+
+
+def split_dataset(dataset, held_out: float, seed: int, purpose: str = "Cross-level optimisation") -> tuple[Any, Any]:
+    """`(kept, held)`: a seeded random `held_out` fraction of `dataset` held apart (at least one example each side),
+    both in dataset order; `purpose` names the caller in the error for a dataset too small to split."""
+    size = len(dataset)
+    if size < 2:
+        raise ValueError(f"{purpose} splits the training set in two; it has {size} example(s).")
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = min(max(1, round(held_out * size)), size - 1)
+    d2, d1 = sorted(order[:held]), sorted(order[held:])
+    if hasattr(dataset, "select"):  # datasets.Dataset keeps its type (and column handling in Trainer)
+        return dataset.select(d1), dataset.select(d2)
+    return Subset(dataset, d1), Subset(dataset, d2)
 
 
 def label_mean(dataset) -> torch.Tensor:

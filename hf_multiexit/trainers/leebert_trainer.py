@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import Subset
 
 from ..losses import mutual_distillation_pairs, mutual_distillation_terms, task_loss
-from .base import MultiExitTrainer, register_method
+from .base import MultiExitTrainer, register_method, split_dataset
 from .leebert_config import LeeBertConfig
 
 LEARNED_WEIGHTS_KEY = "leebert_loss_weights"
@@ -128,19 +127,6 @@ def adam_preconditioner(optimizer, params, gradients: list[torch.Tensor]) -> lis
             second = second + beta2 * state["exp_avg_sq"].float()
         preconditioner.append((1 / ((second / (1 - beta2 ** (step + 1))).sqrt() + eps)).to(g.dtype))
     return preconditioner
-
-
-def split_dataset(dataset, held_out: float, seed: int) -> tuple[Any, Any]:
-    """`(D1, D2)`: a seeded random `held_out` fraction of `dataset` as D2 (at least one example each side)."""
-    size = len(dataset)
-    if size < 2:
-        raise ValueError(f"Cross-level optimisation splits the training set into D1 and D2; it has {size} example(s).")
-    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
-    held = min(max(1, round(held_out * size)), size - 1)
-    d2, d1 = sorted(order[:held]), sorted(order[held:])
-    if hasattr(dataset, "select"):  # datasets.Dataset keeps its type (and column handling in Trainer)
-        return dataset.select(d1), dataset.select(d2)
-    return Subset(dataset, d1), Subset(dataset, d2)
 
 
 @register_method("leebert", LeeBertConfig)

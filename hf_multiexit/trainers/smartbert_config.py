@@ -77,8 +77,18 @@ class SmartBertConfig(MultiExitTrainingArguments):
                   "model's gate_threshold r)."},
     )
 
+    selection_split: float | None = field(
+        default=None,
+        metadata={"help": "Share of the training set held out (seeded by --seed) on which each stage keeps its best "
+                  "epoch: stage 1 by the final exit's primary metric, stage 2 by the intermediate exits' mean (the "
+                  "released code keeps the best epoch on the dev set, which this never touches). Checkpoints each "
+                  "epoch, as Trainer's load_best_model_at_end does. None: every stage ends with its last epoch."},
+    )
+
     def __post_init__(self):
         super().__post_init__()
+        if self.selection_split is not None and not 0.0 < self.selection_split < 1.0:
+            raise ValueError(f"selection_split={self.selection_split} is out of range: it must lie in (0, 1), or be None.")
         if not self.stage2_num_train_epochs > 0:
             raise ValueError(f"stage2_num_train_epochs={self.stage2_num_train_epochs} must be a positive number.")
         if self.stage2_learning_rate is not None and not self.stage2_learning_rate > 0:

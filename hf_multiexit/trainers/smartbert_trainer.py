@@ -3,11 +3,12 @@ Inference", IJCAI 2023)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..losses import skip_reward, task_loss, token_info_nce
-from .base import MultiExitTrainer, move_to_own_groups, register_method
+from .base import MultiExitTrainer, move_to_own_groups, register_method, split_dataset
 from .smartbert_config import SmartBertConfig
 
 
@@ -48,7 +49,9 @@ class SmartBertTrainer(MultiExitTrainer):
     Choices, against the released code: the cross-layer contrast pairs the layer outputs `h_1..h_L` (released: the
     layer inputs `h_0..h_{L-1}`); padding is neither anchor nor negative; the stage-2 InfoNCE keeps the positive in
     its denominator like stage 1 and averages over all consecutive pairs of intermediate exits (released: positive
-    left out, last pair dropped, sum divided by `L-2`); no checkpoint is selected on the dev set. The skipping reward
+    left out, last pair dropped, sum divided by `L-2`); the released code keeps each stage's best epoch on the dev set,
+    this trainer on a split of the training data when `selection_split` is set (Trainer's `load_best_model_at_end`
+    on `selection_score`), else the last epoch. The skipping reward
     is a batch-level term, so with gradient accumulation it uses each micro-batch's mean gate (every other term
     accumulates exactly). The projection MLPs are training-only: they are trainer modules (`add_trainer_module`, not
     part of the saved model), trained in their stage, clipped on their own and stored in every checkpoint, so
@@ -58,9 +61,15 @@ class SmartBertTrainer(MultiExitTrainer):
     args: SmartBertConfig
     stages = ("backbone", "exits")
 
-    def __init__(self, model=None, args: SmartBertConfig | None = None, **kwargs):
+    def __init__(self, model=None, args: SmartBertConfig | None = None, train_dataset=None, **kwargs):
         self._attention_mask: torch.Tensor | None = None
-        super().__init__(model=model, args=args, **kwargs)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
+        self.selection_dataset = None
+        if self.args.selection_split is not None and train_dataset is not None:
+            self.train_dataset, self.selection_dataset = split_dataset(
+                train_dataset, self.args.selection_split, self.args.seed, "selection_split"
+            )
+        self._evaluation_outside_training: tuple | None = None
 
     def setup_model(self) -> None:
         """Checks that the model has skip gates and attention heads, and builds the projection MLPs for its sizes."""
@@ -139,10 +148,47 @@ class SmartBertTrainer(MultiExitTrainer):
         return [p for p in model.parameters() if id(p) not in frozen]
 
     def stage_arguments(self, index):
-        if index == 0:
-            return {}
-        overrides = {"num_train_epochs": self.args.stage2_num_train_epochs, "learning_rate": self.args.stage2_learning_rate}
+        overrides = {}
+        if index == 1:
+            overrides = {"num_train_epochs": self.args.stage2_num_train_epochs, "learning_rate": self.args.stage2_learning_rate}
+        if self.selection_dataset is not None:
+            # Trainer's own best-checkpoint machinery, on the held-out training split (`begin_stage`).
+            overrides.update(eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                             metric_for_best_model="selection_score", greater_is_better=True)
         return {name: value for name, value in overrides.items() if value is not None}
+
+    def begin_stage(self, index: int) -> None:
+        """With `selection_split`: the stage evaluates on the held-out training split, scored by `selection_score`."""
+        super().begin_stage(index)
+        if self.selection_dataset is None:
+            return
+        if self._evaluation_outside_training is None:
+            self._evaluation_outside_training = (self.eval_dataset, self.compute_metrics)
+        self.eval_dataset = {"selection": self.selection_dataset}
+        self.compute_metrics = self.with_selection_score(self._evaluation_outside_training[1])
+
+    def end_training(self) -> None:
+        if self._evaluation_outside_training is not None:
+            self.eval_dataset, self.compute_metrics = self._evaluation_outside_training
+            self._evaluation_outside_training = None
+        super().end_training()
+
+    def with_selection_score(self, compute_metrics):
+        """`compute_metrics` plus `score`: in stage 1 the final exit's primary metric (the first an exit reports), in
+        stage 2 the mean of the intermediate exits' (what each stage trains)."""
+        def compute(prediction):
+            metrics = compute_metrics(prediction)
+            primary = {}
+            for layer in self.exit_layers:
+                values = [value for key, value in metrics.items() if key.startswith(f"exit_{layer}_")]
+                if not values:
+                    raise ValueError("selection_split scores the per-exit metrics (exit_<layer>_<metric>); the "
+                                     "compute_metrics passed to the trainer has none.")
+                primary[layer] = values[0]
+            layers = self.exit_layers[-1:] if self.stage == "backbone" else self.exit_layers[:-1] or self.exit_layers
+            return {**metrics, "score": float(np.mean([primary[layer] for layer in layers]))}
+
+        return compute
 
     # ----------------------------------------------------------------------------------------------- optimizer
     def create_optimizer(self, model=None):
