@@ -255,3 +255,16 @@ def test_warmup_and_curriculum_stages_share_one_optimizer_and_schedule(tmp_path)
     state = trainer.optimizer.optimizer.state if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer.state
     steps = {float(s["step"]) for s in state.values() if "step" in s}
     assert steps == {float(total)}
+
+
+def test_shared_schedule_false_restarts_optimizer_and_schedule(tmp_path):
+    """`shared_schedule=False`: the curriculum stage starts a new schedule (at the peak rate again) and optimizer."""
+    args = toy_args(CurriculumConfig, tmp_path, per_device_train_batch_size=8, num_train_epochs=2,
+                    difficulty_warmup_epochs=1, learning_rate=1e-3, lr_scheduler_type="linear", warmup_steps=0,
+                    logging_steps=1, shared_schedule=False)
+    trainer = CurriculumTrainer(model=toy_model(), args=args, train_dataset=ToyTask(32))
+    trainer.train()
+    rates = [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
+    assert rates == pytest.approx([1e-3 * (1 - t / 8) for t in range(8)])
+    state = trainer.optimizer.optimizer.state if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer.state
+    assert {float(s["step"]) for s in state.values() if "step" in s} == {8.0}

@@ -65,6 +65,11 @@ class CurriculumConfig(MultiExitTrainingArguments):
         metadata={"help": "T as a fraction of the curriculum stage's optimizer steps, in (0, 1]: from then on every "
                   "sample is in the pool (c = 1)."},
     )
+    shared_schedule: bool = field(
+        default=True,
+        metadata={"help": "One optimizer and learning-rate schedule across the warm-up and curriculum stages (one "
+                  "training run); False restarts both at the curriculum stage, as earlier versions did."},
+    )
     baby_steps_buckets: int = field(default=4, metadata={"help": "K, the number of difficulty buckets of 'baby_steps'."})
     distillation: str = field(
         default="layerwise",

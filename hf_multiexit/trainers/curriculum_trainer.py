@@ -25,7 +25,7 @@ class CurriculumTrainer(MultiExitTrainer):
       `first_correct_exit`) need a model that has seen the data: a first stage (`difficulty_warmup_epochs`, uniform
       sampling, same objective) trains it, scores every training sample at the start of the curriculum stage, and
       training continues from it (so the curriculum shapes the later training, not a fresh start). The two stages
-      are one run (`shared_schedule`): one optimizer, whose state carries over, and one learning-rate schedule over
+      are one run (`shared_schedule`, default): one optimizer, whose state carries over, and one learning-rate schedule over
       the steps of both, since the warm-up is the first epochs of the same training (same parameters, objective and
       learning rates) with uniform sampling; a restart would warm the learning rate up and decay it twice. `length`
       needs no warm-up stage. The curriculum is a `CurriculumSampler` plus a `CurriculumCallback` that stores the order in
@@ -41,7 +41,10 @@ class CurriculumTrainer(MultiExitTrainer):
     """
 
     args: CurriculumConfig
-    shared_schedule = True
+
+    @property
+    def shared_schedule(self) -> bool:
+        return self.args.shared_schedule
 
     def __init__(self, model=None, args: CurriculumConfig | None = None, **kwargs):
         if isinstance(args, CurriculumConfig):
