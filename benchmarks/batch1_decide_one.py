@@ -14,33 +14,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
-import torch
-from torch.utils.benchmark import timer
+from harness import interleaved_times, ratio_summary, write_results
 from transformers import AutoTokenizer
 
 from hf_multiexit import MultiExitBertForSequenceClassification
 from hf_multiexit.data import load_glue, make_collator
 from hf_multiexit.evaluation import run_inference
-from hf_multiexit.io import atomic_write_json, atomic_write_text
 from hf_multiexit.models.multiexit_bert.exit_strategies import ConfidenceExit, EntropyExit
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGY_CLASSES = {"entropy": EntropyExit, "confidence": ConfidenceExit}
-
-
-def timed(model, data, collator, use_decide_one: bool, strategy_class, kwargs):
-    saved = strategy_class.__dict__["decide_one"]
-    if not use_decide_one:
-        strategy_class.decide_one = None
-    try:
-        start = timer()
-        result = run_inference(model, data, collator, batch_size=1, **kwargs)
-        return timer() - start, result.exit_layers
-    finally:
-        strategy_class.decide_one = saved
+VARIANTS = ("decide_one", "tensor")
 
 
 def main() -> None:
@@ -62,43 +48,45 @@ def main() -> None:
         "entropy": {"exit_strategy": "entropy", "entropy_threshold": saved_rule.entropy_threshold},
         "confidence": {"exit_strategy": "confidence", "confidence_threshold": saved_rule.confidence_threshold},
     }
-    times = {rule: {"decide_one": [], "tensor": []} for rule in rules}
-    for round_index in range(args.rounds):
-        for rule, kwargs in rules.items():
-            strategy_class = STRATEGY_CLASSES[rule]
-            # Alternate which variant goes first, so neither always runs on a warmer cache.
-            order = ("decide_one", "tensor") if round_index % 2 == 0 else ("tensor", "decide_one")
-            layers = {}
-            for variant in order:
-                seconds, layers[variant] = timed(model, data, collator, variant == "decide_one", strategy_class, kwargs)
-                times[rule][variant].append(seconds)
-            if not (layers["decide_one"] == layers["tensor"]).all():
-                raise SystemExit(f"{rule}: decide_one and the tensor check gave different exit layers")
-        print(f"round {round_index + 1}: " + ", ".join(
-            f"{rule} {times[rule]['tensor'][-1] / times[rule]['decide_one'][-1]:.3f}" for rule in rules), flush=True)
+    exit_layers = {}
+
+    def variant(rule: str, name: str):
+        strategy_class = STRATEGY_CLASSES[rule]
+
+        def run() -> None:
+            saved = strategy_class.__dict__["decide_one"]
+            if name == "tensor":  # how a strategy without decide_one runs
+                strategy_class.decide_one = None
+            try:
+                exit_layers[rule, name] = run_inference(model, data, collator, batch_size=1, **rules[rule]).exit_layers
+            finally:
+                strategy_class.decide_one = saved
+
+        return run
+
+    times = interleaved_times({(rule, name): variant(rule, name) for rule in rules for name in VARIANTS}, args.rounds)
     summary = {}
-    for rule, variants in times.items():
-        ratios = [t / d for t, d in zip(variants["tensor"], variants["decide_one"])]
+    for rule in rules:
+        if not (exit_layers[rule, "decide_one"] == exit_layers[rule, "tensor"]).all():
+            raise SystemExit(f"{rule}: decide_one and the tensor check gave different exit layers")
+        seconds = {name: times[rule, name] for name in VARIANTS}
         summary[rule] = {
             "params": rules[rule],
-            "seconds": variants,
-            "tensor_over_decide_one": ratios,
-            "median_ratio": statistics.median(ratios),
-            "ms_per_sentence": {v: 1000 * statistics.median(s) / len(data) for v, s in variants.items()},
+            "seconds": seconds,
+            "tensor_over_decide_one": ratio_summary(seconds["tensor"], seconds["decide_one"]),
+            "ms_per_sentence": {name: 1000 * statistics.median(s) / len(data) for name, s in seconds.items()},
         }
-    command = "python " + " ".join(sys.argv)
-    atomic_write_json(f"{args.output}.json", {"command": command, "model": args.model, "num_samples": len(data),
-                                              "batch_size": 1, "threads": torch.get_num_threads(), "rules": summary})
-    lines = ["# Batch-1 exit check: `decide_one` against the tensor check\n", f"Command: `{command}`\n",
-             f"{len(data)} SST-2 dev sentences at batch 1, {args.rounds} interleaved rounds, "
-             f"{torch.get_num_threads()} threads. Ratio > 1: the tensor check is slower.\n",
+    lines = ["# Batch-1 exit check: `decide_one` against the tensor check",
+             f"{len(data)} SST-2 dev sentences at batch 1, {args.rounds} interleaved rounds. Ratio > 1: the tensor "
+             "check is slower.", "",
              "| rule | ms/sentence, decide_one | ms/sentence, tensor | tensor / decide_one per round | median |",
              "|---|---:|---:|---|---:|"]
     for rule, s in summary.items():
+        ratio = s["tensor_over_decide_one"]
         lines.append(f"| {rule} {s['params']} | {s['ms_per_sentence']['decide_one']:.3f} | "
-                     f"{s['ms_per_sentence']['tensor']:.3f} | {', '.join(f'{r:.3f}' for r in s['tensor_over_decide_one'])} "
-                     f"| {s['median_ratio']:.3f} |")
-    atomic_write_text(f"{args.output}.md", "\n".join(lines) + "\n")
+                     f"{s['ms_per_sentence']['tensor']:.3f} | {', '.join(f'{r:.3f}' for r in ratio['per_round'])} "
+                     f"| {ratio['median']:.3f} |")
+    write_results(args.output, {"model": args.model, "num_samples": len(data), "batch_size": 1, "rules": summary}, lines)
     print("\n".join(lines))
 
 

@@ -21,12 +21,10 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
+from harness import write_results
 from training_runs import DEFAULT_GLUE_DIR, ROOT, backbone_path
-
-from hf_multiexit.io import atomic_write_json, atomic_write_text
 
 CHILD = """
 import json, sys, time
@@ -59,20 +57,18 @@ def main() -> None:
         cold.append(first["seconds"])
         warm.append(second["seconds"])
     ratios = np.array(cold) / np.array(warm)
-    command = f"HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/data_startup.py --task {args.task} --rounds {args.rounds}"
-    result = {"command": command, "task": args.task, "rows": first["rows"], "cold_seconds": cold, "warm_seconds": warm,
+    result = {"task": args.task, "rows": first["rows"], "cold_seconds": cold, "warm_seconds": warm,
               "cold_over_warm": ratios.tolist()}
-    atomic_write_json(ROOT / "benchmarks" / "results" / "data_startup.json", result)
     lines = [
-        f"# Reading and tokenising {args.task}: first run against a second one", "", f"Command: `{command}`", "",
+        f"# Reading and tokenising {args.task}: first run against a second one",
         f"`load_glue({args.task!r}, tokenizer=MiniLM-L6's, max_length=64)`, {first['rows']} rows, each run in a fresh "
         "process on one new cache folder per round (2 CPU cores, alone on the machine).", "",
         "| run | seconds, median (min-max) |", "|---|---:|",
         f"| first (parse, validate, tokenise; fills the cache) | {np.median(cold):.2f} ({min(cold):.2f}-{max(cold):.2f}) |",
         f"| second (validation pass, then the cache) | {np.median(warm):.2f} ({min(warm):.2f}-{max(warm):.2f}) |",
-        "", f"First / second: {np.median(ratios):.1f}x (rounds: {', '.join(f'{r:.1f}x' for r in ratios)}).", "",
+        "", f"First / second: {np.median(ratios):.1f}x (rounds: {', '.join(f'{r:.1f}x' for r in ratios)}).",
     ]
-    atomic_write_text(ROOT / "benchmarks" / "results" / "data_startup.md", "\n".join(lines))
+    write_results(ROOT / "benchmarks" / "results" / "data_startup", result, lines)
     print("\n".join(lines))
 
 
