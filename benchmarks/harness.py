@@ -12,18 +12,24 @@ Run timed benchmarks alone on the machine: on two shared cores, another job's lo
 
 from __future__ import annotations
 
+import os
 import platform
+import resource
 import shlex
 import statistics
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.benchmark import Timer
+from torch.utils.benchmark import Timer, timer
 
 from hf_multiexit.io import atomic_write_json, atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def time_once(function: Callable[[], Any]) -> float:
@@ -54,9 +60,60 @@ def command_line() -> str:
     return "python " + " ".join(shlex.quote(arg) for arg in sys.argv)
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_state() -> dict[str, Any]:
+    """The commit, and the package files that differ from it (the code actually measured)."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.rstrip("\n") if out.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--", "hf_multiexit")
+    return {"commit": git("rev-parse", "HEAD"), "modified_package_files": status.splitlines() if status else []}
+
+
 def environment() -> dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "processor": platform.processor() or None}
+            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
+            "git": git_state()}
+
+
+def _cpu_seconds() -> dict[str, float] | None:
+    try:
+        values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    busy = sum(values[i] for i in (0, 1, 2, 5, 6) if i < len(values))  # user nice system irq softirq
+    return {"wall": timer(), "busy": busy / hz, "steal": (values[7] if len(values) > 7 else 0) / hz,
+            "own": usage.ru_utime + usage.ru_stime}
+
+
+@contextmanager
+def machine_share() -> Iterator[dict[str, float]]:
+    """Fills the yielded dict, when the block ends, with the shares of the CPUs that other processes and the
+    hypervisor (steal) took meanwhile: the check that a timing ran alone (Linux `/proc/stat`; empty elsewhere)."""
+    share: dict[str, float] = {}
+    before = _cpu_seconds()
+    yield share
+    after = _cpu_seconds()
+    if before is not None and after is not None:
+        capacity = (after["wall"] - before["wall"]) * (os.cpu_count() or 1)
+        other = max(0.0, (after["busy"] - before["busy"]) - (after["own"] - before["own"]))
+        share.update(other_processes_cpu_fraction=round(other / capacity, 4),
+                     steal_fraction=round((after["steal"] - before["steal"]) / capacity, 4))
 
 
 def write_results(stem: str | Path, data: dict[str, Any], markdown: list[str]) -> None:
