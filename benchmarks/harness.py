@@ -2,7 +2,7 @@
 
 - `interleaved_times`: every variant timed once per round, in an order that rotates from round to round, so that a
   drift in the machine's load hits all of them alike and none always runs first on a warmer cache; each pass is
-  timed by `torch.utils.benchmark.Timer` at the process's thread count.
+  read with `torch.utils.benchmark.timer` (`time_once`).
 - `ratio_summary`: per-round ratios of two variants with their median and spread (the figure to report).
 - `write_results`: the JSON and Markdown results, written atomically, with the command that produced them and the
   machine they ran on.
@@ -12,6 +12,7 @@ Run timed benchmarks alone on the machine: on two shared cores, another job's lo
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import resource
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.benchmark import Timer, timer
+from torch.utils.benchmark import timer
 
 from hf_multiexit.io import atomic_write_json, atomic_write_text
 
@@ -33,9 +34,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def time_once(function: Callable[[], Any]) -> float:
-    """Seconds one call of `function` takes (`torch.utils.benchmark.Timer`, which also synchronises CUDA)."""
-    timer = Timer(stmt="function()", globals={"function": function}, num_threads=torch.get_num_threads())
-    return timer.timeit(number=1).times[0]
+    """Seconds one call of `function` takes, read with `torch.utils.benchmark.timer` (which synchronises CUDA before
+    reading the clock) and the garbage collector off, as `timeit` does. Not `Timer.timeit`: that runs the statement
+    twice more first as a warm-up, which would triple a benchmark whose passes take seconds."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = timer()
+        function()
+        return timer() - start
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def interleaved_times(variants: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
