@@ -16,7 +16,7 @@ and 32 with:
                 the exit checks (exit head, entropy, compaction bookkeeping) alone.
 
 For each: the wall time of the whole dev set (median of ``--repeats`` rounds of `benchmarks/harness.py`, the
-configurations interleaved in a rotating order after one untimed pass; only ``model(...)`` calls under
+configurations interleaved in a rotating order after one untimed pass that collects the outputs; only ``model(...)`` calls under
 ``torch.inference_mode()`` are timed), the average exit layer, accuracy, ``layer_speedup = L / avg_exit_layer``,
 ``wall_speedup = t_full / t`` and ``efficiency = wall_speedup / layer_speedup`` (1.0 = every layer skipped saves its
 full share of the time). Exactness: per configuration, every sample's exit layer at each batch size equals its exit
@@ -28,7 +28,7 @@ Targets (the issue's acceptance figures): efficiency >= 0.90 at batch 32 and >= 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/inference_speed.py [--model runs/demo-romebert-sst2]
         [--repeats 3] [--batch_sizes 1,32] [--exit_head pooler|linear|attention] [--save_model DIR] [--glue_dir DIR]
 
-About 2.5-3 minutes on 2 CPU cores, alone on the machine (the results record how much CPU other processes took).
+About 15 minutes on this project's 2-core AMD host (3-4 on the earlier Intel one), alone on the machine (the results record how much CPU other processes took).
 Results: ``benchmarks/results/inference_speed.{json,md}``.
 
 Caveat: with these weights (a sentence-transformers checkpoint trained with mean pooling, whose [CLS] state in layers
@@ -114,14 +114,12 @@ def timed_passes(model, batches: list[dict], configs: dict[str, dict], repeats: 
 
         return one_pass
 
-    passes = {name: run(kwargs) for name, kwargs in configs.items()}
-    for one_pass in passes.values():
-        one_pass()  # warm-up
-    return interleaved_times(passes, repeats)
+    return interleaved_times({name: run(kwargs) for name, kwargs in configs.items()}, repeats)
 
 
 def batch_size_results(model, dev, collator, batches, configs, repeats) -> tuple[dict, dict]:
-    """Per configuration at one batch size: the outputs (an untimed `run_inference` pass) and the timings."""
+    """Per configuration at one batch size: the outputs (an untimed `run_inference` pass, which is also the warm-up)
+    and the timings."""
     batch_size, labels = batches[0]["input_ids"].shape[0], np.asarray(dev["label"])
     outputs = {name: run_inference(model, dev, collator, batch_size=batch_size, **kwargs) for name, kwargs in configs.items()}
     times = timed_passes(model, batches, configs, repeats)
