@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from harness import write_results as write_benchmark_results
 from training_runs import DEFAULT_GLUE_DIR, ROOT, train_run
-
-from hf_multiexit.io import atomic_write_json, atomic_write_text
 
 TASKS = {"sst2": ["--max_train_samples", "2048", "--max_length", "64"],
          "stsb": ["--max_train_samples", "2048", "--max_length", "128"]}
@@ -117,8 +116,7 @@ def smartbert_gates_on(out: Path, task: str, glue_dir: str) -> dict | None:
 
 
 def write_results(rows: list[dict]) -> None:
-    atomic_write_json(ROOT / "benchmarks" / "results" / "ablations.json", {"budget": BUDGET, "tasks": TASKS, "results": rows})
-    lines = ["# Issue 19 ablations (`benchmarks/ablations.py`)", "",
+    lines = ["# Issue 19 ablations (`benchmarks/ablations.py`)",
              "MiniLM-L6, one run per arm, seed 42, batch 32, budget `" + " ".join(BUDGET) + "` on 2048 training "
              "examples. Full depth = the final exit's dev metric; reference = DeeBERT's final exit (plain "
              "fine-tuning). One seed: on SST-2 dev a difference under ~2 points of accuracy is within noise.", ""]
@@ -137,7 +135,8 @@ def write_results(rows: list[dict]) -> None:
             lines.append(f"| {r['arm']} | {ARMS[r['arm']].tests} | {r['full_depth']:.3f} | {gap} | "
                          f"{r['mean_of_exits']:.3f} | {gates_text} | {r['train_runtime']:.0f} |")
         lines += ["", "Commands:", "", *[f"- `{r['command']}`" for r in task_rows], ""]
-    atomic_write_text(ROOT / "benchmarks" / "results" / "ablations.md", "\n".join(lines))
+    write_benchmark_results(ROOT / "benchmarks" / "results" / "ablations", {"budget": BUDGET, "tasks": TASKS,
+                                                                           "results": rows}, lines)
     print("\n".join(lines), flush=True)
 
 
