@@ -12,6 +12,7 @@ from hf_multiexit import SmartBertConfig, SmartBertTrainer
 from hf_multiexit.cli import main
 from hf_multiexit.losses import skip_reward, token_info_nce
 from hf_multiexit.models.multiexit_bert.exit_strategies import entropy
+from hf_multiexit.models.multiexit_bert.modeling_multiexit_bert import gate_weight
 from hf_multiexit.trainers import StageCallback
 from hf_multiexit.trainers.base import TRAINER_MODULES_NAME
 from test_modeling import NUM_LAYERS, between_values, one_by_one, padded_batch, spread_threshold, tiny_model
@@ -88,7 +89,8 @@ def test_hard_weight_is_straight_through():
     coefficients = torch.randn(16)
     for mode in ("hard", "soft"):
         model.zero_grad()
-        gate, weight = model.bert._gate_weight(0, hidden, mask, mode)
+        gate = model.bert.gate(0, hidden, mask)
+        weight = gate_weight(gate, mode, 0.5)
         expected_weight = (gate >= 0.5).float() if mode == "hard" else gate
         assert torch.equal(weight.detach(), expected_weight.detach())
         (weight * coefficients).sum().backward()

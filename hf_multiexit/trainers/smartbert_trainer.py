@@ -37,7 +37,7 @@ class SmartBertTrainer(MultiExitTrainer):
        a token-level InfoNCE (`losses.token_info_nce`: positive = the same token one layer up, padding masked).
        The layers are weighted by the soft `g_i` for the first `soft_gate_fraction` of the epochs (shortened to
        leave at least `min_hard_gate_epochs` of hard gates), then by the straight-through hard weight
-       `g + sg(1[g >= r] - g)` (`MultiExitBertModel._gate_weight`).
+       `g + sg(1[g >= r] - g)` (`gate_weight` in the modeling file).
     2. `"exits"` (everything above frozen, gates hard; intermediate exits and exit projections `Q_e` train):
        `(1 - eta2) sum_{e<L} CE(z_e, y) + eta2 mean_e InfoNCE(Q_e(f_e), Q_{e+1}(f_{e+1}); tau2)`, where the exit
        heads read their layer's own output `Layer_e(h_{e-1})` (what they see at inference) and `f_e` is the head's

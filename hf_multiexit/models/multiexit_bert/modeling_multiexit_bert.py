@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -208,6 +209,247 @@ class _GradientRescale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad * ctx.scale, None
+
+
+class ExitLoopSegments(Protocol):
+    """The pieces that `early_exit_loop` and `all_exits_loop` call, so that one loop serves every runtime:
+    [`MultiExitModel`] implements them with its PyTorch modules, `hf_multiexit.onnx`'s ONNX Runtime model with one
+    session per exported segment. Tensors go in and come out as torch tensors on the loop's device;
+    `attention_mask` is the 2D 0/1 padding mask of the rows given, None when they have no padding.
+
+    Attributes: `num_layers` (encoder layer steps), `num_labels`, `exit_index` (1-based exit layer -> exit number).
+    """
+
+    num_layers: int
+    num_labels: int
+    exit_index: dict[int, int]
+
+    def layer_context(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> Any:
+        """Whatever `run_layer` needs for these rows and this length besides the hidden states (rebuilt after rows
+        leave or padding columns are cut)."""
+
+    def run_layer(self, index: int, hidden_states: torch.Tensor, context: Any) -> torch.Tensor:
+        """Hidden states after the 0-based layer step `index`."""
+
+    def exit_logits(self, layer: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Logits of the exit after the 1-based `layer`."""
+
+    def gate(self, index: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Skip-gate probabilities `(B,)` in float32 before the 0-based layer `index` (models with skip gates)."""
+
+    def final_state(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The backbone's final state (`last_hidden_state`) of the last layer's output (for `output_hidden_states`)."""
+
+
+def gate_weight(gate: torch.Tensor, gate_mode: str, threshold: float) -> torch.Tensor:
+    """The weight of a layer's skip branch in all-exits mode from the gate probabilities `g`: `g` itself with
+    `gate_mode="soft"` (SmartBERT's first training stage), else the straight-through hard weight
+    `g^ = g + sg(1[g >= r] - g)` (forward: exactly `1[g >= r]`; gradient: as if it were `g`)."""
+    if gate_mode == "soft":
+        return gate
+    hard = (gate >= threshold).to(gate.dtype)
+    return gate + (hard - gate).detach()
+
+
+def all_exits_gate_mode(gate_mode: str | None, model_config: ExitFields, has_gates: bool, training: bool) -> str | None:
+    """The skip gates' mode in an all-exits pass: `gate_mode` ("soft", "hard" or "off"; default `config.gate_mode`),
+    None when the model has no gates or they are off, and "hard" for "soft" outside training (inference always
+    hard-skips)."""
+    gate_mode = model_config.gate_mode if gate_mode is None else gate_mode
+    if gate_mode not in ("soft", "hard", "off"):
+        raise ValueError(f"gate_mode={gate_mode!r} is not one of ['soft', 'hard', 'off'].")
+    if not has_gates or gate_mode == "off":
+        return None
+    return gate_mode if training else "hard"
+
+
+def all_exits_loop(
+    segments: ExitLoopSegments,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor,
+    output_hidden_states: bool = False,
+    gradient_equilibrium: bool = False,
+    gate_mode: str | None = None,
+    gate_threshold: float = 0.5,
+) -> MultiExitModelOutput:
+    """Every layer and exit; `gate_mode` None runs without gates, "soft" or "hard" with them (see `gate_weight`).
+    With gates, the intermediate exits read the layer's own output `Layer_i(h_{i-1})`, which is what they see at
+    inference, where an exit is checked only for samples that ran its layer (SmartBERT trains its exits so); the
+    final classifier reads the gated state."""
+    num_layers, exit_index = segments.num_layers, segments.exit_index
+    layer_context = segments.layer_context(hidden_states, attention_mask)
+    use_gates = gate_mode is not None
+    all_logits, gate_probs, states, raw_outputs = [], [], [hidden_states], []
+    layers_run = torch.zeros(hidden_states.shape[0], dtype=torch.long, device=hidden_states.device)
+    for index in range(num_layers):
+        layer_output = segments.run_layer(index, hidden_states, layer_context)
+        if use_gates:
+            gate = segments.gate(index, hidden_states, attention_mask)
+            gate_probs.append(gate)
+            # `.to` is a no-op on one device; split over devices (`device_map`), the mix lives with the layer.
+            weight = gate_weight(gate, gate_mode, gate_threshold)[:, None, None].to(layer_output.device, hidden_states.dtype)
+            hidden_states = (1 - weight) * layer_output + weight * hidden_states.to(layer_output.device)
+            layers_run += (weight[:, 0, 0] < 1).long().to(layers_run.device)
+            raw_outputs.append(layer_output)
+        else:
+            hidden_states = layer_output
+            layers_run += 1
+        states.append(hidden_states)
+        if index + 1 not in exit_index:
+            continue
+        if use_gates:
+            exit_input = hidden_states if index + 1 == num_layers else layer_output
+            all_logits.append(segments.exit_logits(index + 1, exit_input, attention_mask))
+            continue
+        exits_left = len(exit_index) - exit_index[index + 1]
+        if gradient_equilibrium and exits_left > 1:
+            hidden_states = _GradientRescale.apply(hidden_states, 1.0 / exits_left)
+            all_logits.append(segments.exit_logits(index + 1, hidden_states, attention_mask))
+            hidden_states = _GradientRescale.apply(hidden_states, float(exits_left - 1))
+        else:
+            all_logits.append(segments.exit_logits(index + 1, hidden_states, attention_mask))
+    if output_hidden_states:
+        states[-1] = segments.final_state(states[-1])
+    return MultiExitModelOutput(
+        logits=all_logits[-1],
+        exit_layers=torch.full_like(layers_run, num_layers),
+        layers_run=layers_run,
+        all_logits=tuple(all_logits),
+        gate_probs=tuple(gate_probs) if use_gates else None,
+        hidden_states=tuple(states) if output_hidden_states else None,
+        layer_outputs=tuple(raw_outputs) if output_hidden_states and use_gates else None,
+    )
+
+
+def early_exit_loop(
+    segments: ExitLoopSegments, hidden_states: torch.Tensor, attention_mask: torch.Tensor, strategy: ExitStrategy
+) -> MultiExitModelOutput:
+    """The early-exit loop. After each checked exit the samples that leave are dropped from the batch together
+    with their mask and strategy state (`index_select` of the samples that stay), and then the columns that only
+    padding still uses. A check writes its logits and layer for every sample it checked; a sample that stays is
+    overwritten by a later check, and the final classifier writes all that are left, so the last write is the
+    exit. The bookkeeping (original indices, strategy state, outputs) stays on the embeddings' device and each
+    exit's logits are moved there, so a model split over devices (`device_map`) fills its outputs on one device.
+
+    Host synchronisations (each makes the host wait for the accelerator; `tests/test_device_and_precision.py`
+    counts them per layer): 1 before the first layer (the padding cut, which also tells whether a mask is
+    needed), then per checked exit 1 (`nonzero` of the samples that stay, whose number sets the next shapes),
+    plus 1 for the padding cut when some samples leave and others stay. With skip gates a layer adds 1 (which
+    samples run it) and, when only some do, 1 for the padding cut of those. Layers whose exit is not checked
+    cost none. At batch size 1 a check is 1 read of the logits (`decide_one`) and nothing else. (Counts for eager
+    and SDPA attention; flex attention's block-mask builder reads each new mask once more.)
+    """
+    home, batch_size = hidden_states.device, hidden_states.shape[0]
+    num_layers, exit_index = segments.num_layers, segments.exit_index
+    gate_threshold = strategy.gate_threshold if strategy.uses_skip_gates else None
+    logits_out = hidden_states.new_zeros(batch_size, segments.num_labels)
+    exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=home)
+    # Without gates every sample runs every layer up to its exit, so only gated runs count layers.
+    layers_run = torch.zeros(batch_size, dtype=torch.long, device=home) if gate_threshold is not None else None
+    # Without gates a sample's exit checks follow from its exit layer (counted after the loop), which keeps
+    # per-layer bookkeeping out of the batch-1 path.
+    exit_checks = torch.zeros(batch_size, dtype=torch.long, device=home) if gate_threshold is not None else None
+    active = torch.arange(batch_size, device=home)  # original index of each sample still in the batch
+    state = strategy.init_state(batch_size, home)
+    hidden_states, attention_mask, padded = compact_rows(hidden_states, attention_mask)
+    layer_context, head_mask = _loop_context(segments, hidden_states, attention_mask, padded)
+    for index in range(num_layers):
+        layer = index + 1
+        rows = None  # None: every active sample runs this layer; else the indices of those that do
+        subset = None  # with rows: their layer output and head mask, trimmed to their own longest length
+        if gate_threshold is None:
+            hidden_states = segments.run_layer(index, hidden_states, layer_context)
+        else:
+            ran = segments.gate(index, hidden_states, head_mask).to(home) < gate_threshold
+            rows = ran.nonzero().squeeze(1)
+            if rows.numel() == ran.numel():
+                rows = None
+                hidden_states = segments.run_layer(index, hidden_states, layer_context)
+            elif rows.numel():
+                # The samples that run the layer pay for their own longest length, not the batch's.
+                states, mask, padded_rows = compact_rows(hidden_states, attention_mask, rows)
+                sub_context, sub_head_mask = _loop_context(segments, states, mask, padded_rows)
+                states = segments.run_layer(index, states, sub_context)
+                subset = (states, sub_head_mask)
+                padding = hidden_states.shape[1] - states.shape[1]
+                hidden_states = hidden_states.to(states.device).index_copy(
+                    0, rows.to(states.device), F.pad(states, (0, 0, 0, padding)) if padding else states
+                )
+            layers_run[active if rows is None else active[rows]] += 1
+        if layer not in exit_index:
+            continue
+        if layer == num_layers:
+            # The final classifier answers for every sample still running, including ones that skipped it.
+            logits_out[active] = segments.exit_logits(layer, hidden_states, head_mask).to(home, logits_out.dtype)
+            exit_layers[active] = layer
+            if exit_checks is not None:
+                exit_checks[active] += 1
+            break
+        if not strategy.needs_logits(layer) or (rows is not None and rows.numel() == 0):
+            continue
+        checked = active if rows is None else active[rows]
+        logits = segments.exit_logits(layer, *(subset or (hidden_states, head_mask))).to(home)
+        if exit_checks is not None:
+            exit_checks[checked] += 1
+        if active.numel() == 1 and strategy.decide_one is not None:
+            if strategy.decide_one(logits[0].tolist()):
+                logits_out[active] = logits.to(logits_out.dtype)
+                exit_layers[active] = layer
+                break
+            continue
+        # Decisions in float32 whatever the model's dtype: half-precision entropies and probabilities would move
+        # thresholds by their rounding (bf16 keeps 8 bits of mantissa).
+        leaving = strategy.should_exit(logits.float(), layer, state if rows is None else {})
+        logits_out[checked] = logits.to(logits_out.dtype)
+        exit_layers[checked] = layer
+        if rows is not None:  # only the skip strategy, which is stateless, gets here
+            leaving = torch.zeros_like(active, dtype=torch.bool).index_copy(0, rows, leaving)
+        staying = (~leaving).nonzero().squeeze(1)
+        if staying.numel() == active.numel():
+            continue
+        if staying.numel() == 0:
+            break
+        active, state = active[staying], {key: value[staying] for key, value in state.items()}
+        hidden_states, attention_mask, padded = compact_rows(hidden_states, attention_mask, staying)
+        layer_context, head_mask = _loop_context(segments, hidden_states, attention_mask, padded)
+    if exit_checks is None:
+        # The checked exits at or below each sample's exit, counted on the device: a table copied from the host
+        # would be one more synchronisation.
+        checked_layers = [layer for layer in exit_index if layer == num_layers or strategy.needs_logits(layer)]
+        exit_checks = sum((exit_layers >= layer).long() for layer in checked_layers)
+    return MultiExitModelOutput(
+        logits=logits_out,
+        exit_layers=exit_layers,
+        layers_run=exit_layers.clone() if layers_run is None else layers_run,
+        exit_checks=exit_checks,
+    )
+
+
+def _loop_context(segments: ExitLoopSegments, hidden_states: torch.Tensor, attention_mask: torch.Tensor, padded: bool):
+    """`(layer_context, head_mask)` for a batch: the segments' `layer_context` and the 2D mask for the exit heads.
+    Without padding both get no mask (None: SDPA then picks its fastest kernel). `padded` comes from the padding
+    cut's synchronisation, so no other test for padding is needed."""
+    mask = attention_mask if padded else None
+    return segments.layer_context(hidden_states, mask), mask
+
+
+def compact_rows(hidden_states: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor | None = None):
+    """`(hidden_states, attention_mask, padded)` of the samples `rows` (None: all), with the trailing columns that
+    are padding for all of them cut (after long samples leave, the rest need not pay for the batch's old maximum
+    length); `padded` says whether any padding is left. One host synchronisation reads both the last used column
+    and the shortest sample, which has no padding exactly when its token count equals the columns kept. Columns
+    are cut before rows are selected, so the results are contiguous without another copy, and compiled segments
+    (`compile_segments`) see one memory layout."""
+    mask = attention_mask if rows is None else attention_mask.index_select(0, rows)
+    used = mask.bool()
+    positions = torch.arange(1, used.shape[1] + 1, device=used.device)
+    length, shortest = torch.stack([(used.any(dim=0) * positions).max(), used.sum(dim=1).min()]).tolist()
+    length = max(length, 1)
+    if rows is None:
+        hidden_states = hidden_states[:, :length].contiguous()
+    else:
+        hidden_states = hidden_states[:, :length].index_select(0, rows.to(hidden_states.device))
+    return hidden_states, mask[:, :length].contiguous(), shortest < length
 
 
 class MultiExitPreTrainedModel(PreTrainedModel):
@@ -436,7 +678,7 @@ class MultiExitModel(MultiExitPreTrainedModel):
         self.skip_gates = (
             nn.ModuleList(SkipGate(config) for _ in range(config.num_hidden_layers)) if config.use_skip_gates else None
         )
-        self._exit_index = {layer: i for i, layer in enumerate(config.exit_layers)}
+        self.exit_index = {layer: i for i, layer in enumerate(config.exit_layers)}
         self._exit_config = ExitConfig()
         self.post_init()
 
@@ -474,7 +716,7 @@ class MultiExitModel(MultiExitPreTrainedModel):
         the stock heads of pre-norm encoders have only ever seen normed states; the residual stream the next layer
         reads stays as it is."""
         hidden_states = self.adapter.final(self.backbone, hidden_states)
-        return self.exits[self._exit_index[layer]](hidden_states, attention_mask, shared_pooler=self.shared_pooler())
+        return self.exits[self.exit_index[layer]](hidden_states, attention_mask, shared_pooler=self.shared_pooler())
 
     def resolve_exit_config(self, exit_config: ExitConfig | None, exit_kwargs: dict) -> ExitConfig:
         """`exit_config` (default: `self.exit_config`) with the call's keyword arguments applied and validated."""
@@ -517,204 +759,36 @@ class MultiExitModel(MultiExitPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         hidden_states = self.adapter.embed(self.backbone, input_ids, token_type_ids, attention_mask)
         if self.training or output_all_exits:
-            gate_mode = self.config.gate_mode if gate_mode is None else gate_mode
-            if gate_mode not in ("soft", "hard", "off"):
-                raise ValueError(f"gate_mode={gate_mode!r} is not one of ['soft', 'hard', 'off'].")
-            use_gates = self.skip_gates is not None and gate_mode != "off"
-            if use_gates and gradient_equilibrium:
+            gates = all_exits_gate_mode(gate_mode, self.config, self.skip_gates is not None, self.training)
+            if gates is not None and gradient_equilibrium:
                 raise ValueError("gradient_equilibrium=True does not combine with skip gates; pass gate_mode='off'.")
-            return self._forward_all_exits(
-                hidden_states, attention_mask, bool(output_hidden_states), gradient_equilibrium, gate_mode if use_gates else None
+            return all_exits_loop(
+                self, hidden_states, attention_mask, bool(output_hidden_states), gradient_equilibrium, gates,
+                self.config.gate_threshold,
             )
-        return self._forward_early_exit(hidden_states, attention_mask, strategy)
+        return early_exit_loop(self, hidden_states, attention_mask, strategy)
 
-    def _gate_weight(self, layer_index: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor, gate_mode: str):
-        """`(g, g^)`: the gate probability and the weight the layer's skip branch gets in all-exits mode. Soft mode
-        uses `g`; hard mode the straight-through `g^ = g + sg(1[g >= r] - g)`; eval mode always hard skips."""
-        gate = self.skip_gates[layer_index](hidden_states, attention_mask)
-        if self.training and gate_mode == "soft":
-            return gate, gate
-        hard = (gate >= self.config.gate_threshold).to(gate.dtype)
-        return gate, gate + (hard - gate).detach()
+    # ----- the segments the exit loops run (`ExitLoopSegments`) -----
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
 
-    def _forward_all_exits(
-        self, hidden_states, attention_mask, output_hidden_states, gradient_equilibrium=False, gate_mode=None
-    ) -> MultiExitModelOutput:
-        """Every layer and exit; `gate_mode` None runs without gates. With gates, the intermediate exits read the
-        layer's own output `Layer_i(h_{i-1})`, which is what they see at inference, where an exit is checked only
-        for samples that ran its layer (SmartBERT trains its exits so); the final classifier reads the gated state."""
-        backbone, adapter = self.backbone, self.adapter
-        layer_context = adapter.layer_context(backbone, hidden_states, attention_mask)
-        use_gates = gate_mode is not None
-        all_logits, gate_probs, states, raw_outputs = [], [], [hidden_states], []
-        layers_run = torch.zeros(hidden_states.shape[0], dtype=torch.long, device=hidden_states.device)
-        for index in range(self.config.num_hidden_layers):
-            layer_output = adapter.run_layer(backbone, index, hidden_states, layer_context)
-            if use_gates:
-                gate, weight = self._gate_weight(index, hidden_states, attention_mask, gate_mode)
-                gate_probs.append(gate)
-                # `.to` is a no-op on one device; split over devices (`device_map`), the mix lives with the layer.
-                weight = weight[:, None, None].to(layer_output.device, hidden_states.dtype)
-                hidden_states = (1 - weight) * layer_output + weight * hidden_states.to(layer_output.device)
-                layers_run += (weight[:, 0, 0] < 1).long().to(layers_run.device)
-                raw_outputs.append(layer_output)
-            else:
-                hidden_states = layer_output
-                layers_run += 1
-            states.append(hidden_states)
-            if index + 1 not in self._exit_index:
-                continue
-            if use_gates:
-                exit_input = hidden_states if index + 1 == self.config.num_hidden_layers else layer_output
-                all_logits.append(self.exit_logits(index + 1, exit_input, attention_mask))
-                continue
-            exits_left = len(self._exit_index) - self._exit_index[index + 1]
-            if gradient_equilibrium and exits_left > 1:
-                hidden_states = _GradientRescale.apply(hidden_states, 1.0 / exits_left)
-                all_logits.append(self.exit_logits(index + 1, hidden_states, attention_mask))
-                hidden_states = _GradientRescale.apply(hidden_states, float(exits_left - 1))
-            else:
-                all_logits.append(self.exit_logits(index + 1, hidden_states, attention_mask))
-        if output_hidden_states:
-            states[-1] = adapter.final(backbone, states[-1])
-        return MultiExitModelOutput(
-            logits=all_logits[-1],
-            exit_layers=torch.full_like(layers_run, self.config.num_hidden_layers),
-            layers_run=layers_run,
-            all_logits=tuple(all_logits),
-            gate_probs=tuple(gate_probs) if use_gates else None,
-            hidden_states=tuple(states) if output_hidden_states else None,
-            layer_outputs=tuple(raw_outputs) if output_hidden_states and use_gates else None,
-        )
+    @property
+    def num_labels(self) -> int:
+        return self.config.num_labels
 
-    def _forward_early_exit(self, hidden_states, attention_mask, strategy: ExitStrategy) -> MultiExitModelOutput:
-        """The early-exit loop. After each checked exit the samples that leave are dropped from the batch together
-        with their mask and strategy state (`index_select` of the samples that stay), and then the columns that only
-        padding still uses. A check writes its logits and layer for every sample it checked; a sample that stays is
-        overwritten by a later check, and the final classifier writes all that are left, so the last write is the
-        exit. The bookkeeping (original indices, strategy state, outputs) stays on the embeddings' device and each
-        exit's logits are moved there, so a model split over devices (`device_map`) fills its outputs on one device.
+    def layer_context(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> Any:
+        return self.adapter.layer_context(self.backbone, hidden_states, attention_mask)
 
-        Host synchronisations (each makes the host wait for the accelerator; `tests/test_device_and_precision.py`
-        counts them per layer): 1 before the first layer (the padding cut, which also tells whether a mask is
-        needed), then per checked exit 1 (`nonzero` of the samples that stay, whose number sets the next shapes),
-        plus 1 for the padding cut when some samples leave and others stay. With skip gates a layer adds 1 (which
-        samples run it) and, when only some do, 1 for the padding cut of those. Layers whose exit is not checked
-        cost none. At batch size 1 a check is 1 read of the logits (`decide_one`) and nothing else. (Counts for eager
-        and SDPA attention; flex attention's block-mask builder reads each new mask once more.)
-        """
-        home, batch_size = hidden_states.device, hidden_states.shape[0]
-        num_layers = self.config.num_hidden_layers
-        gate_threshold = strategy.gate_threshold if strategy.uses_skip_gates else None
-        logits_out = hidden_states.new_zeros(batch_size, self.config.num_labels)
-        exit_layers = torch.full((batch_size,), num_layers, dtype=torch.long, device=home)
-        # Without gates every sample runs every layer up to its exit, so only gated runs count layers.
-        layers_run = torch.zeros(batch_size, dtype=torch.long, device=home) if gate_threshold is not None else None
-        # Without gates a sample's exit checks follow from its exit layer (counted after the loop), which keeps
-        # per-layer bookkeeping out of the batch-1 path.
-        exit_checks = torch.zeros(batch_size, dtype=torch.long, device=home) if gate_threshold is not None else None
-        active = torch.arange(batch_size, device=home)  # original index of each sample still in the batch
-        state = strategy.init_state(batch_size, home)
-        backbone, adapter = self.backbone, self.adapter
-        hidden_states, attention_mask, padded = self._compact(hidden_states, attention_mask)
-        layer_context, head_mask = self._context(hidden_states, attention_mask, padded)
-        for index in range(num_layers):
-            layer = index + 1
-            rows = None  # None: every active sample runs this layer; else the indices of those that do
-            subset = None  # with rows: their layer output and head mask, trimmed to their own longest length
-            if gate_threshold is None:
-                hidden_states = adapter.run_layer(backbone, index, hidden_states, layer_context)
-            else:
-                ran = self.skip_gates[index](hidden_states, head_mask).to(home) < gate_threshold
-                rows = ran.nonzero().squeeze(1)
-                if rows.numel() == ran.numel():
-                    rows = None
-                    hidden_states = adapter.run_layer(backbone, index, hidden_states, layer_context)
-                elif rows.numel():
-                    # The samples that run the layer pay for their own longest length, not the batch's.
-                    states, mask, padded_rows = self._compact(hidden_states, attention_mask, rows)
-                    sub_context, sub_head_mask = self._context(states, mask, padded_rows)
-                    states = adapter.run_layer(backbone, index, states, sub_context)
-                    subset = (states, sub_head_mask)
-                    padding = hidden_states.shape[1] - states.shape[1]
-                    hidden_states = hidden_states.to(states.device).index_copy(
-                        0, rows.to(states.device), F.pad(states, (0, 0, 0, padding)) if padding else states
-                    )
-                layers_run[active if rows is None else active[rows]] += 1
-            if layer not in self._exit_index:
-                continue
-            if layer == num_layers:
-                # The final classifier answers for every sample still running, including ones that skipped it.
-                logits_out[active] = self.exit_logits(layer, hidden_states, head_mask).to(home, logits_out.dtype)
-                exit_layers[active] = layer
-                if exit_checks is not None:
-                    exit_checks[active] += 1
-                break
-            if not strategy.needs_logits(layer) or (rows is not None and rows.numel() == 0):
-                continue
-            checked = active if rows is None else active[rows]
-            logits = self.exit_logits(layer, *(subset or (hidden_states, head_mask))).to(home)
-            if exit_checks is not None:
-                exit_checks[checked] += 1
-            if active.numel() == 1 and strategy.decide_one is not None:
-                if strategy.decide_one(logits[0].tolist()):
-                    logits_out[active] = logits.to(logits_out.dtype)
-                    exit_layers[active] = layer
-                    break
-                continue
-            # Decisions in float32 whatever the model's dtype: half-precision entropies and probabilities would move
-            # thresholds by their rounding (bf16 keeps 8 bits of mantissa).
-            leaving = strategy.should_exit(logits.float(), layer, state if rows is None else {})
-            logits_out[checked] = logits.to(logits_out.dtype)
-            exit_layers[checked] = layer
-            if rows is not None:  # only the skip strategy, which is stateless, gets here
-                leaving = torch.zeros_like(active, dtype=torch.bool).index_copy(0, rows, leaving)
-            staying = (~leaving).nonzero().squeeze(1)
-            if staying.numel() == active.numel():
-                continue
-            if staying.numel() == 0:
-                break
-            active, state = active[staying], {key: value[staying] for key, value in state.items()}
-            hidden_states, attention_mask, padded = self._compact(hidden_states, attention_mask, staying)
-            layer_context, head_mask = self._context(hidden_states, attention_mask, padded)
-        if exit_checks is None:
-            # The checked exits at or below each sample's exit, counted on the device: a table copied from the host
-            # would be one more synchronisation.
-            checked_layers = [layer for layer in self._exit_index if layer == num_layers or strategy.needs_logits(layer)]
-            exit_checks = sum((exit_layers >= layer).long() for layer in checked_layers)
-        return MultiExitModelOutput(
-            logits=logits_out,
-            exit_layers=exit_layers,
-            layers_run=exit_layers.clone() if layers_run is None else layers_run,
-            exit_checks=exit_checks,
-        )
+    def run_layer(self, index: int, hidden_states: torch.Tensor, context: Any) -> torch.Tensor:
+        return self.adapter.run_layer(self.backbone, index, hidden_states, context)
 
-    def _context(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, padded: bool):
-        """`(layer_context, head_mask)` for a batch: the adapter's `layer_context` (the layers' mask for the
-        configured attention implementation, from transformers' mask utilities, plus any per-layer extras) and the
-        2D mask for the exit heads. Without padding both get no mask (None: SDPA then picks its fastest kernel).
-        `padded` comes from the padding cut's synchronisation, so no other test for padding is needed."""
-        mask = attention_mask if padded else None
-        return self.adapter.layer_context(self.backbone, hidden_states, mask), mask
+    def gate(self, index: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.skip_gates[index](hidden_states, attention_mask)
 
-    @staticmethod
-    def _compact(hidden_states: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor | None = None):
-        """`(hidden_states, attention_mask, padded)` of the samples `rows` (None: all), with the trailing columns that
-        are padding for all of them cut (after long samples leave, the rest need not pay for the batch's old maximum
-        length); `padded` says whether any padding is left. One host synchronisation reads both the last used column
-        and the shortest sample, which has no padding exactly when its token count equals the columns kept. Columns
-        are cut before rows are selected, so the results are contiguous without another copy, and compiled segments
-        (`compile_segments`) see one memory layout."""
-        mask = attention_mask if rows is None else attention_mask.index_select(0, rows)
-        used = mask.bool()
-        positions = torch.arange(1, used.shape[1] + 1, device=used.device)
-        length, shortest = torch.stack([(used.any(dim=0) * positions).max(), used.sum(dim=1).min()]).tolist()
-        length = max(length, 1)
-        if rows is None:
-            hidden_states = hidden_states[:, :length].contiguous()
-        else:
-            hidden_states = hidden_states[:, :length].index_select(0, rows.to(hidden_states.device))
-        return hidden_states, mask[:, :length].contiguous(), shortest < length
+    def final_state(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.adapter.final(self.backbone, hidden_states)
+
 
 class MultiExitBertModel(MultiExitModel):
     r"""[`MultiExitModel`] for BERT with [`MultiExitConfig`], its BERT modules held flat (`embeddings`, `encoder`,
