@@ -15,8 +15,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# Two workers (pytest-xdist), each test file on one worker so that module fixtures (exports, DDP runs) are built once:
+# most of the suite is single-threaded Python (tracing, exporting, tiny models), which one core runs at a time.
 test: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 # Tiny random configs only (no real weights, no GLUE files), under 90 s: for the edit-test loop. CI runs `test`.
 test-fast: $(VENV)/.installed

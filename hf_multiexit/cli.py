@@ -6,6 +6,7 @@
         --patience 1,2,3] [--batch_size B] --output report.json [--plot curve.png]
     hf-multiexit calibrate --model O [--task T [--data_dir D] | --calibration_file F] --max_drop 0.01 [--delta 0.1]
         [--criterion agreement|metric] [--strategies entropy,patience,confidence] [--metric M]
+    hf-multiexit export --model O --output OUT [--quantize int8] [--opset N]
     hf-multiexit push --model O --repo_id org/name [--private] [--report report.json] [--card_only README.md]
         [--method M] [--base_model ID] [--license L]
 
@@ -66,6 +67,16 @@ def _calibrate(argv: list[str]) -> int:
     return 0
 
 
+def _export(argv: list[str]) -> int:
+    from .onnx import ExportArguments, export_model
+
+    (args,) = HfArgumentParser(ExportArguments, prog="hf-multiexit export").parse_args_into_dataclasses(args=argv)
+    manifest = export_model(args.model, args.output, quantize=args.quantize, opset=args.opset)
+    graphs = 1 + len(set(manifest["layers"])) + len(manifest["exits"]) + len(manifest["gates"] or ())
+    print(f"exported {graphs} graphs ({manifest['quantization'] or 'fp32'}, opset {manifest['opset']}) to {args.output}")
+    return 0
+
+
 def _push(argv: list[str]) -> int:
     from .hub import PushArguments, PushError, push_model, save_model_card
 
@@ -82,7 +93,7 @@ def _push(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "calibrate": _calibrate, "push": _push}
+COMMANDS = {"train": _train, "evaluate": _evaluate, "calibrate": _calibrate, "export": _export, "push": _push}
 
 
 def main(argv: list[str] | None = None) -> int:

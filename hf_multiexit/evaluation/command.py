@@ -41,6 +41,9 @@ def resolve_device(name: str) -> str:
     return name
 
 
+RUNTIMES = ("torch", "onnx")
+
+
 @dataclass(kw_only=True)
 class EvaluateArguments(EvaluationDataArguments):
     """`hf-multiexit evaluate`: a trade-off sweep of a trained multi-exit model on a validation set (given by the
@@ -71,6 +74,9 @@ class EvaluateArguments(EvaluationDataArguments):
     plot: str | None = field(default=None, metadata={"help": "Also write the trade-off plot (PNG) here."})
     device: str = field(default="auto", metadata={
         "help": "Device to run on: 'auto' (the accelerator torch finds, else the CPU), 'cpu', 'cuda', 'cuda:1', ..."})
+    runtime: str = field(default="torch", metadata={
+        "help": "torch: the PyTorch model; onnx: --model is a folder written by `hf-multiexit export`, run by ONNX "
+                "Runtime on the CPU (the same exit loop).", "choices": list(RUNTIMES)})
 
     _flags = {"entropy_threshold": "thresholds", "confidence_threshold": "thresholds", "patience": "patience",
               "exit_layer": "exit_layers"}
@@ -98,7 +104,11 @@ class EvaluateArguments(EvaluationDataArguments):
         for name in ("batch_size", "repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}={getattr(self, name)} must be a positive integer.")
-        self.device = resolve_device(self.device)
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"--runtime={self.runtime!r} is not one of {list(RUNTIMES)}.")
+        if self.runtime == "onnx" and self.device not in ("auto", "cpu"):
+            raise ValueError(f"--device={self.device!r}: --runtime onnx runs on the CPU; leave --device out.")
+        self.device = "cpu" if self.runtime == "onnx" else resolve_device(self.device)
 
     def check_sweep(self, model_config=None) -> None:
         """Checks every value given to sweep, so that a bad one fails before anything is loaded: its range, and with
@@ -163,8 +173,13 @@ def run_evaluation(args: EvaluateArguments) -> dict:
 
     config = trained_model_config(args.model, "evaluate", "a trade-off would measure noise")
     args.check_sweep(config)
-    _, classifier_class = AUTO_FAMILIES[type(config)]
-    model = classifier_class.from_pretrained(args.model, config=config).to(args.device)
+    if args.runtime == "onnx":
+        from ..onnx import ORTMultiExitModelForSequenceClassification
+
+        model = ORTMultiExitModelForSequenceClassification.from_pretrained(args.model)
+    else:
+        _, classifier_class = AUTO_FAMILIES[type(config)]
+        model = classifier_class.from_pretrained(args.model, config=config).to(args.device)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     data = load_evaluation_set(args, model, tokenizer)
     report = evaluate_tradeoff(
@@ -172,6 +187,7 @@ def run_evaluation(args: EvaluateArguments) -> dict:
         wall_clock=args.wall_clock, repeats=args.repeats, metric=args.metric, grid_step=args.grid_step,
     )
     report["model"] = args.model
+    report["runtime"] = args.runtime
     if args.plot:
         plot_report(report, args.plot)
         report["plot"] = args.plot

@@ -251,6 +251,15 @@ def gate_weight(gate: torch.Tensor, gate_mode: str, threshold: float) -> torch.T
     return gate + (hard - gate).detach()
 
 
+def resolve_exit_config(default: ExitConfig, exit_config: ExitConfig | None, exit_kwargs: dict) -> ExitConfig:
+    """The exit rule of one call: `exit_config` (else the model's `default`) with the call's keyword arguments
+    applied and validated."""
+    base = default if exit_config is None else exit_config
+    if not isinstance(base, ExitConfig):
+        raise ValueError(f"exit_config must be an ExitConfig, got {type(base).__name__}.")
+    return base.update(**exit_kwargs) if exit_kwargs else base
+
+
 def all_exits_gate_mode(gate_mode: str | None, model_config: ExitFields, has_gates: bool, training: bool) -> str | None:
     """The skip gates' mode in an all-exits pass: `gate_mode` ("soft", "hard" or "off"; default `config.gate_mode`),
     None when the model has no gates or they are off, and "hard" for "soft" outside training (inference always
@@ -718,13 +727,6 @@ class MultiExitModel(MultiExitPreTrainedModel):
         hidden_states = self.adapter.final(self.backbone, hidden_states)
         return self.exits[self.exit_index[layer]](hidden_states, attention_mask, shared_pooler=self.shared_pooler())
 
-    def resolve_exit_config(self, exit_config: ExitConfig | None, exit_kwargs: dict) -> ExitConfig:
-        """`exit_config` (default: `self.exit_config`) with the call's keyword arguments applied and validated."""
-        base = self.exit_config if exit_config is None else exit_config
-        if not isinstance(base, ExitConfig):
-            raise ValueError(f"exit_config must be an ExitConfig, got {type(base).__name__}.")
-        return base.update(**exit_kwargs) if exit_kwargs else base
-
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -753,7 +755,7 @@ class MultiExitModel(MultiExitPreTrainedModel):
                 with soft gates first, then hard ones).
             **exit_kwargs: `ExitConfig` fields overriding it for this call, e.g. `exit_strategy="patience", patience=2`.
         """
-        config = self.resolve_exit_config(exit_config, exit_kwargs)
+        config = resolve_exit_config(self.exit_config, exit_config, exit_kwargs)
         strategy = build_exit_strategy(config, self.config)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -928,6 +930,12 @@ class MultiExitTextClassificationPipeline(TextClassificationPipeline):
     """`pipeline("text-classification")` for multi-exit models. The stock pipeline hands unknown call arguments to
     the tokenizer; this one sends `ExitConfig` fields (and `exit_config`) to the model's forward instead, so
     `pipe(texts, exit_strategy="patience", patience=2)` works, and adds each input's `exit_layer` to its result."""
+
+    def check_model_type(self, supported_models):
+        # Any model with an exit rule is one this pipeline serves, also hf_multiexit's ONNX Runtime model, which no
+        # Auto class registers; the stock check would warn that it is unsupported.
+        if not hasattr(self.model, "exit_config"):
+            super().check_model_type(supported_models)
 
     def _sanitize_parameters(self, function_to_apply=None, top_k="", exit_config=None, **tokenizer_kwargs):
         exit_kwargs = {name: tokenizer_kwargs.pop(name) for name in ExitConfig.field_names() if name in tokenizer_kwargs}
