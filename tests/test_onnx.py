@@ -211,24 +211,23 @@ def test_export_refuses_to_replace_a_folder_that_is_not_an_export(exported, tmp_
 
 @pytest.mark.slow
 def test_skip_gates_and_int8_quantization(tmp_path):
-    """A SmartBERT-style model (attention exit heads, skip gates) exports its gates and runs the skip strategy
-    exactly; `--quantize int8` writes dynamically quantized graphs that stay close to fp32."""
-    model = tiny_model(num_hidden_layers=2, exit_head="attention", use_skip_gates=True)
+    """A SmartBERT-style model (attention exit head, skip gates) exports its gates and runs the skip strategy
+    exactly; `--quantize int8` writes dynamically quantized graphs that stay close to fp32. One layer keeps the four
+    graphs (embeddings, layer, exit, gate) quick to export twice."""
+    model = tiny_model(num_hidden_layers=1, exit_head="attention", use_skip_gates=True)
     folder = save_with_tokenizer(model, tmp_path / "model")
-    output = export(folder, tmp_path / "export")
-    ort_model = ORTMultiExitModelForSequenceClassification.from_pretrained(output)
-    assert ort_model.manifest["gates"] == ["gate_1.onnx", "gate_2.onnx"]
-    ids, mask, lengths = padded_batch(16)
+    ort_model = ORTMultiExitModelForSequenceClassification.from_pretrained(export(folder, tmp_path / "export"))
+    assert ort_model.manifest["gates"] == ["gate_1.onnx"]
+    ids, mask, _ = padded_batch(16)
     with torch.no_grad():
         gates = model(ids, mask, output_all_exits=True, gate_mode="hard").gate_probs
-    threshold = between_values(torch.cat(gates))
-    for case in ({"exit_strategy": "skip", "gate_threshold": threshold}, {"exit_strategy": "none"}):
-        with torch.no_grad():
-            expected = model(ids, mask, **case)
-        actual = ort_model(ids, mask, **case)
-        assert torch.equal(actual.exit_layers, expected.exit_layers) and torch.equal(actual.layers_run, expected.layers_run)
-        torch.testing.assert_close(actual.logits, expected.logits, atol=TOL, rtol=0)
-    assert (expected.layers_run < 2).any() or case["exit_strategy"] == "none"
+    case = {"exit_strategy": "skip", "gate_threshold": between_values(torch.cat(gates))}
+    with torch.no_grad():
+        expected = model(ids, mask, **case)
+    actual = ort_model(ids, mask, **case)
+    assert set(expected.layers_run.tolist()) == {0, 1}  # some samples skip the layer, some run it
+    assert torch.equal(actual.layers_run, expected.layers_run) and torch.equal(actual.exit_checks, expected.exit_checks)
+    torch.testing.assert_close(actual.logits, expected.logits, atol=TOL, rtol=0)
     quantized = export(folder, tmp_path / "int8", "--quantize", "int8")
     int8_model = ORTMultiExitModelForSequenceClassification.from_pretrained(quantized)
     assert int8_model.manifest["quantization"] == "int8"

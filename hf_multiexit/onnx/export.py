@@ -212,15 +212,22 @@ def quantize_int8(path: str) -> None:
     os.remove(prepared)
 
 
+def check_output_folder(destination: str) -> None:
+    """`ValueError` when `destination` holds something other than an earlier export, which the export would replace."""
+    if os.path.isdir(destination) and os.listdir(destination) and not os.path.isfile(os.path.join(destination, MANIFEST_NAME)):
+        raise ValueError(
+            f"--output {destination!r} is a folder that is not an ONNX export of this tool; it is left as it is. "
+            "Choose a new or empty folder."
+        )
+    if os.path.exists(destination) and not os.path.isdir(destination):
+        raise ValueError(f"--output {destination!r} is a file; choose a folder.")
+
+
 def _replace_folder(source: str, destination: str) -> None:
-    """Moves the finished folder `source` to `destination`, replacing an earlier export there (never another kind of
-    folder: `ValueError`)."""
+    """Moves the finished folder `source` to `destination`, replacing an earlier export there (checked again: another
+    process may have written there meanwhile)."""
+    check_output_folder(destination)
     if os.path.exists(destination):
-        if os.listdir(destination) and not os.path.isfile(os.path.join(destination, MANIFEST_NAME)):
-            raise ValueError(
-                f"--output {destination!r} is a folder that is not an ONNX export of this tool; it is left as it is. "
-                "Choose a new or empty folder."
-            )
         old = tempfile.mkdtemp(dir=os.path.dirname(destination), prefix=".replaced-export-")
         os.replace(destination, os.path.join(old, "export"))
         os.replace(source, destination)
@@ -238,6 +245,8 @@ def export_model(model_path: str, output: str, quantize: str | None = None, opse
     from ..evaluation.command import trained_model_config
     from ..models.multiexit_bert import AUTO_FAMILIES
 
+    output = os.path.abspath(output)
+    check_output_folder(output)  # before minutes of exporting
     config = trained_model_config(model_path, "export", "an exported graph would compute noise")
     _, classifier_class = AUTO_FAMILIES[type(config)]
     model = classifier_class.from_pretrained(model_path, config=config).eval()
@@ -248,7 +257,6 @@ def export_model(model_path: str, output: str, quantize: str | None = None, opse
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     base = model.base_model
     segments, files = model_segments(base, example_batch(config))
-    output = os.path.abspath(output)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     work = tempfile.mkdtemp(dir=os.path.dirname(output), prefix=f".{os.path.basename(output)}.exporting-")
     os.chmod(work, 0o755)  # mkdtemp makes it private; the export is meant to be read by others (a server user)
