@@ -9,6 +9,8 @@
     hf-multiexit export --model O --output OUT [--quantize int8] [--opset N]
     hf-multiexit push --model O --repo_id org/name [--private] [--report report.json] [--card_only README.md]
         [--method M] [--base_model ID] [--license L]
+    hf-multiexit serve --model O [--host 127.0.0.1] [--port 8000] [--mode continuous|static] [--max_batch_tokens N]
+        [--runtime torch|onnx] [--ray [--num_replicas R]]
 
 Arguments are parsed with `HfArgumentParser` from `ModelArguments`, `DataArguments` and the method's config
 dataclass, so every `TrainingArguments` field and method option is a flag (`hf-multiexit train --method romebert
@@ -93,7 +95,16 @@ def _push(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "calibrate": _calibrate, "export": _export, "push": _push}
+def _serve(argv: list[str]) -> int:
+    from .serving.server import ServeArguments, serve
+
+    (args,) = HfArgumentParser(ServeArguments, prog="hf-multiexit serve").parse_args_into_dataclasses(args=argv)
+    serve(args)
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "calibrate": _calibrate, "export": _export, "push": _push,
+            "serve": _serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ def test_train_command_passes_method_options(minilm_path, glue_dir, tmp_path):
     "argv, message",
     [
         (["train", "--method", "fastbert"], f"Unknown training method 'fastbert'; valid methods are {sorted(METHODS)}"),
-        (["serve"], f"unknown command 'serve'; valid commands are {list(COMMANDS)}"),
+        (["predict"], f"unknown command 'predict'; valid commands are {list(COMMANDS)}"),
     ],
 )
 def test_bad_commands(capsys, argv, message):

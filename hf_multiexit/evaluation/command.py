@@ -164,22 +164,30 @@ def trained_model_config(model: str, command: str, why: str):
     return config
 
 
+def load_classifier(model: str, config, runtime: str = "torch", device: str = "cpu"):
+    """The trained classifier in `model` (its `config` from `trained_model_config`) for `runtime`: the PyTorch
+    model on `device`, or the ONNX Runtime model of an `hf-multiexit export` folder."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime={runtime!r} is not one of {list(RUNTIMES)}.")
+    if runtime == "onnx":
+        from ..onnx import ORTMultiExitModelForSequenceClassification
+
+        return ORTMultiExitModelForSequenceClassification.from_pretrained(model)
+    from ..models.multiexit_bert import AUTO_FAMILIES
+
+    _, classifier_class = AUTO_FAMILIES[type(config)]
+    return classifier_class.from_pretrained(model, config=config).to(device).eval()
+
+
 def run_evaluation(args: EvaluateArguments) -> dict:
     """Loads the model and data, sweeps, writes `report.json` (and the plot) atomically, returns the report."""
     from transformers import AutoTokenizer
 
     from ..data import make_collator
-    from ..models.multiexit_bert import AUTO_FAMILIES
 
     config = trained_model_config(args.model, "evaluate", "a trade-off would measure noise")
     args.check_sweep(config)
-    if args.runtime == "onnx":
-        from ..onnx import ORTMultiExitModelForSequenceClassification
-
-        model = ORTMultiExitModelForSequenceClassification.from_pretrained(args.model)
-    else:
-        _, classifier_class = AUTO_FAMILIES[type(config)]
-        model = classifier_class.from_pretrained(args.model, config=config).to(args.device)
+    model = load_classifier(args.model, config, args.runtime, args.device)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     data = load_evaluation_set(args, model, tokenizer)
     report = evaluate_tradeoff(

@@ -189,6 +189,13 @@ class ORTMultiExitModelForSequenceClassification:
         return self
 
     # ----- the segments the exit loops call (`ExitLoopSegments`) -----
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        return self.embeddings(
+            input_ids=input_ids.numpy(), attention_mask=attention_mask.numpy(), token_type_ids=token_type_ids.numpy()
+        )
+
     def layer_context(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> np.ndarray:
         # The graphs always take a mask; "no padding" is one of ones (the same result as PyTorch's None).
         if attention_mask is None:
@@ -232,11 +239,7 @@ class ORTMultiExitModelForSequenceClassification:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         token_type_ids = _as_long_tensor(token_type_ids, "token_type_ids")
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        hidden_states = self.embeddings(
-            input_ids=input_ids.numpy(), attention_mask=attention_mask.numpy(), token_type_ids=token_type_ids.numpy()
-        )
+        hidden_states = self.embed(input_ids, attention_mask, token_type_ids)
         if output_all_exits:
             gates = all_exits_gate_mode(gate_mode, self.config, self.gates is not None, training=False)
             return all_exits_loop(self, hidden_states, attention_mask, gate_mode=gates, gate_threshold=self.config.gate_threshold)

@@ -224,6 +224,12 @@ class ExitLoopSegments(Protocol):
     num_labels: int
     exit_index: dict[int, int]
 
+    def embed(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The first layer's input `(B, S, hidden_size)` from the token ids (`attention_mask` 2D, all ones when
+        nothing is padding)."""
+
     def layer_context(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> Any:
         """Whatever `run_layer` needs for these rows and this length besides the hidden states (rebuilt after rows
         leave or padding columns are cut)."""
@@ -759,7 +765,7 @@ class MultiExitModel(MultiExitPreTrainedModel):
         strategy = build_exit_strategy(config, self.config)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden_states = self.adapter.embed(self.backbone, input_ids, token_type_ids, attention_mask)
+        hidden_states = self.embed(input_ids, attention_mask, token_type_ids)
         if self.training or output_all_exits:
             gates = all_exits_gate_mode(gate_mode, self.config, self.skip_gates is not None, self.training)
             if gates is not None and gradient_equilibrium:
@@ -778,6 +784,9 @@ class MultiExitModel(MultiExitPreTrainedModel):
     @property
     def num_labels(self) -> int:
         return self.config.num_labels
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        return self.adapter.embed(self.backbone, input_ids, token_type_ids, attention_mask)
 
     def layer_context(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> Any:
         return self.adapter.layer_context(self.backbone, hidden_states, attention_mask)
