@@ -58,6 +58,9 @@ class ServeArguments:
         "help": "Static mode: how long a batch waits to fill after its first request (default 10). Continuous mode: "
                 "the age bound, after which the longest-waiting row's depth runs next (default 50)."})
     max_queue: int = field(default=1024, metadata={"help": "Requests queued or running beyond which the server answers 503."})
+    num_threads: int | None = field(default=None, metadata={
+        "help": "torch intra-op threads of the model (default: torch's, one per core). The HTTP event loop needs a "
+                "core's share too: on a small machine one thread fewer than cores can serve more."})
     runtime: str = field(default="torch", metadata={"help": "torch, or onnx for an `hf-multiexit export` folder.",
                                                     "choices": ["torch", "onnx"]})
     ray: bool = field(default=False, metadata={
@@ -69,6 +72,8 @@ class ServeArguments:
             raise ValueError(f"--mode={self.mode!r} is not one of {sorted(SCHEDULERS)}.")
         if not 0 < self.port < 65536:
             raise ValueError(f"--port={self.port} is not a TCP port (1-65535).")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"--num_threads={self.num_threads} must be at least 1 (or left out for torch's default).")
         if self.num_replicas < 1:
             raise ValueError(f"--num_replicas={self.num_replicas} must be at least 1.")
 
@@ -87,6 +92,8 @@ def load_scheduler(args: ServeArguments) -> Scheduler:
 
     from ..evaluation.command import load_classifier, trained_model_config
 
+    if args.num_threads is not None:
+        torch.set_num_threads(args.num_threads)
     config = trained_model_config(args.model, "serve", "its answers would be noise")
     model = load_classifier(args.model, config, args.runtime)
     return build_scheduler(args.mode, model, AutoTokenizer.from_pretrained(args.model), **args.scheduler_kwargs())
