@@ -7,8 +7,8 @@ Poisson arrivals of SST-2 dev sentences (file order, one sentence per request, t
 rate of ``--rates``, for ``--seconds`` or ``--max_requests`` per rate, whichever ends first; a request is sent at its
 arrival time whether or not earlier ones have answered. Per rate and mode: achieved throughput (answers per second
 over the span from the first send to the last answer), p50/p99 latency, the p50 of requests that left at layer 1-2,
-and 503s. A mode *sustains* a rate when every request is answered with 200, throughput is at least 95% of the offered
-rate, and p99 latency is at most ``--p99_bound`` (default 0.5 s, an interactive budget for one classification call).
+and 503s. A mode *sustains* a rate when every request is answered with 200, throughput is at least 95% of the arrival
+rate that the Poisson draw realised (requests over the last arrival time), and p99 latency is at most ``--p99_bound`` (default 0.5 s, an interactive budget for one classification call).
 
 Also the per-step costs that explain the result: one layer of the model on B rows of SST-2 length (B = 1, 4, 16,
 32, 64), timed in this process (`benchmarks/harness.py`), as milliseconds per step and per row.
@@ -137,7 +137,7 @@ def summarize(records: list[tuple], rate: float) -> dict:
     latencies = [r[2] for r in ok]
     early = [r[2] for r in ok if r[4] <= EARLY]
     return {
-        "offered_rate": rate, "requests": len(records), "ok": len(ok), "rejected_503": sum(r[3] == 503 for r in records),
+        "offered_rate": rate, "arrival_rate": len(records) / max(r[0] for r in records), "requests": len(records), "ok": len(ok), "rejected_503": sum(r[3] == 503 for r in records),
         "throughput": len(ok) / span, "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
         "early_leavers": len(early), "early_p50": percentile(early, 0.5),
         "avg_exit_layer": statistics.fmean(r[4] for r in ok) if ok else float("nan"),
@@ -145,7 +145,7 @@ def summarize(records: list[tuple], rate: float) -> dict:
 
 
 def sustains(point: dict, bound: float) -> bool:
-    return point["ok"] == point["requests"] and point["throughput"] >= 0.95 * point["offered_rate"] and point["p99"] <= bound
+    return point["ok"] == point["requests"] and point["throughput"] >= 0.95 * point["arrival_rate"] and point["p99"] <= bound
 
 
 def step_costs(model_path: str, texts: list[str], rounds: int = 5) -> dict:
@@ -224,7 +224,7 @@ def markdown(report: dict, env: dict) -> list[str]:
         f"Model `{report['model']}` with its saved exit rule; {env['cpu_model']} ({env['cpu_count']} CPUs), torch "
         f"{env['torch']}. Open-loop Poisson arrivals of SST-2 dev sentences, {report['seconds']:.0f} s or "
         f"{report['max_requests']} requests per rate; the client runs on the same cores. Sustained: every request "
-        f"answered, throughput >= 95% of the offered rate, p99 <= {report['p99_bound']} s.", "",
+        f"answered, throughput >= 95% of the realised arrival rate, p99 <= {report['p99_bound']} s.", "",
         "| mode | offered /s | throughput /s | p50 ms | p99 ms | p50 ms of layer 1-2 leavers | avg exit layer | 503 | sustained |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]

@@ -56,7 +56,10 @@ class ServeArguments:
     max_batch_size: int = field(default=32, metadata={"help": "Static mode: most rows in one batch."})
     max_wait_ms: float | None = field(default=None, metadata={
         "help": "Static mode: how long a batch waits to fill after its first request (default 10). Continuous mode: "
-                "the age bound, after which the longest-waiting row's depth runs next (default 50)."})
+                "the age bound, after which the longest-waiting row's depth runs next (default 200)."})
+    policy: str = field(default="largest", metadata={
+        "help": "Continuous mode: which depth a step runs, deepest (finish requests first) or largest (fullest "
+                "steps).", "choices": ["deepest", "largest"]})
     max_queue: int = field(default=1024, metadata={"help": "Requests queued or running beyond which the server answers 503."})
     num_threads: int | None = field(default=None, metadata={
         "help": "torch intra-op threads of the model (default: torch's, one per core). The HTTP event loop needs a "
@@ -81,6 +84,8 @@ class ServeArguments:
         kwargs = {"max_batch_tokens": self.max_batch_tokens, "max_queue": self.max_queue}
         if self.mode == "static":
             kwargs["max_batch_size"] = self.max_batch_size
+        else:
+            kwargs["policy"] = self.policy
         if self.max_wait_ms is not None:
             kwargs["max_wait_ms"] = self.max_wait_ms
         return kwargs
