@@ -9,6 +9,7 @@ import asyncio
 import http.client
 import json
 import random
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -177,6 +178,7 @@ def fire(url: str, bodies: list[dict], clients: int = 32) -> list[tuple[int, obj
         return list(pool.map(post, bodies))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["continuous", "static"])
 def test_server_under_concurrent_load_answers_like_offline_calls(served, mode):
     """A few hundred concurrent requests on loopback, mixed lengths, single texts, lists and pairs, each with its own
@@ -280,3 +282,34 @@ def test_serve_command_refuses_bad_flags(served, capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--model", folder, "--mode", "layerwise"])
     assert "layerwise" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_serve_deployment_answers_like_offline_calls(served):
+    """The same app as a Ray Serve deployment (`build_application`) on a local Ray instance bound to loopback: each
+    request answered as the offline call answers it."""
+    import ray
+    from ray import serve
+
+    from hf_multiexit.serving.ray_serve import DEPLOYMENT_NAME, app_builder
+
+    model, tokenizer, folder, rules = served
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cases = [(text, rules[i % len(rules)]) for i, text in enumerate(sentences(60, seed=7))]
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(app_builder({"model": folder, "num_threads": "1"}), name=DEPLOYMENT_NAME, route_prefix="/")
+        responses = fire(f"http://127.0.0.1:{port}", [{"inputs": text, "parameters": rule} for text, rule in cases], clients=8)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    assert [status for status, _ in responses] == [200] * len(cases), responses[0]
+    for (text, rule), (_, got) in zip(cases, responses):
+        want = label_and_score(Prediction(**offline(model, tokenizer, text, rule)), model.config)
+        assert (got["label"], got["exit_layer"]) == (want["label"], want["exit_layer"])
+        assert abs(got["score"] - want["score"]) <= TOL
+    with pytest.raises(ValueError, match="unknown arguments \\['modle'\\]"):
+        app_builder({"modle": folder})
