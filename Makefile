@@ -21,8 +21,9 @@ test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 # Tiny random configs only (no real weights, no GLUE files), under 90 s: for the edit-test loop. CI runs `test`.
+# Two workers as well: on one, the 476 fast tests took 93 s; on two, 59 s.
 test-fast: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 -m "not slow"
 
 demo: $(VENV)/.installed
 	GLUE_DIR=$(GLUE_DIR) $(PY) examples/demo.py

@@ -11,7 +11,6 @@ or, on a running cluster, with Ray's own CLI and config files (an application bu
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from .server import ServeArguments, create_app, load_scheduler
@@ -32,8 +31,12 @@ def build_application(args: ServeArguments, **deployment_options: Any):
     options = {"num_replicas": args.num_replicas, **deployment_options}
     if "autoscaling_config" in options:
         options.pop("num_replicas")
-    # An ingress builder runs on the replica, so the model is loaded there rather than pickled from this process.
-    ingress = serve.ingress(functools.partial(_replica_app, args))
+    def build():
+        # An ingress builder runs on the replica, so the model is loaded there rather than pickled from this process.
+        # (A function, not a `functools.partial`: Ray tells builders from ASGI apps with `inspect.isfunction`.)
+        return _replica_app(args)
+
+    ingress = serve.ingress(build)
     return serve.deployment(ingress(type("MultiExitServer", (), {})), name=DEPLOYMENT_NAME, **options).bind()
 
 
