@@ -2,13 +2,16 @@
 
 What it measures
 ----------------
-For each mode (`hf-multiexit serve --mode continuous|static`, started as its own process on loopback), open-loop
-Poisson arrivals of SST-2 dev sentences (file order, one sentence per request, the model's saved exit rule) at each
-rate of ``--rates``, for ``--seconds`` or ``--max_requests`` per rate, whichever ends first; a request is sent at its
-arrival time whether or not earlier ones have answered. Per rate and mode: achieved throughput (answers per second
-over the span from the first send to the last answer), p50/p99 latency, the p50 of requests that left at layer 1-2,
-and 503s. A mode *sustains* a rate when every request is answered with 200, throughput is at least 95% of the arrival
-rate that the Poisson draw realised (requests over the last arrival time), and p99 latency is at most ``--p99_bound`` (default 0.5 s, an interactive budget for one classification call).
+Three servers on loopback (`hf-multiexit serve`, each its own process, started first and idle while another is
+loaded): `--mode continuous` (its default policy, `largest`), the same with `--policy deepest`, and `--mode static`.
+At each rate of ``--rates``, each variant in turn (the order rotated per rate) gets open-loop Poisson arrivals of
+SST-2 dev sentences (file order, one sentence per request, the model's saved exit rule) for ``--seconds`` or
+``--max_requests``, whichever ends first; a request is sent at its arrival time whether or not earlier ones have
+answered. Per rate and variant: achieved throughput (answers per second over the span from the first arrival to the
+last answer), p50/p99 latency, the p50 of requests that left at layer 1-2, and 503s. A variant *sustains* a rate when
+every request is answered with 200, throughput is at least 95% of the arrival rate that the Poisson draw realised
+(requests over the last arrival time), and p99 latency is at most ``--p99_bound`` (default 0.5 s, an interactive
+budget for one classification call).
 
 Also the per-step costs that explain the result: one layer of the model on B rows of SST-2 length (B = 1, 4, 16,
 32, 64), timed in this process (`benchmarks/harness.py`), as milliseconds per step and per row.
@@ -17,10 +20,10 @@ Targets (issue 22): continuous sustains >= 1.5x the highest rate static sustains
 the p50 latency of requests leaving at layer 1-2 is under half of static's.
 
 The client (threads of the standard library's HTTP client) shares the machine's cores with the server: its
-per-request cost is part of every figure, for both modes alike.
+per-request cost is part of every figure, for every variant alike.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serving_load.py --model runs/run_all/sst2-deebert
-        [--rates 25,50,100,...] [--seconds 20] [--max_requests 2000] [--p99_bound 0.5] [--glue_dir DIR]
+        [--rates 20,30,40,...] [--seconds 20] [--max_requests 2000] [--p99_bound 0.5] [--glue_dir DIR]
 
 Results: ``benchmarks/results/serving_load.{json,md}``. Run it alone on the machine.
 """
@@ -50,7 +53,11 @@ from transformers import AutoConfig, AutoTokenizer
 from hf_multiexit.models.multiexit_bert import AUTO_FAMILIES
 
 DEFAULT_GLUE_DIR = Path(os.environ.get("GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
-MODES = ("continuous", "static")
+VARIANTS = {  # name -> `hf-multiexit serve` flags; "continuous" and "static" are the ones the targets compare
+    "continuous": ["--mode", "continuous"],
+    "continuous, policy deepest": ["--mode", "continuous", "--policy", "deepest"],
+    "static": ["--mode", "static"],
+}
 EARLY = 2  # "early leavers": requests that exit at layer 1 or 2
 CLIENT_THREADS = 256
 KEEP_ALIVE = 4.0  # seconds a client thread reuses its connection; uvicorn closes idle ones after 5
@@ -62,10 +69,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, mode: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, flags: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-c", "import sys; from hf_multiexit.cli import main; sys.exit(main())",
-               "serve", "--model", model, "--mode", mode, "--port", str(port), *extra]
+               "serve", "--model", model, "--port", str(port), *flags]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -77,9 +84,9 @@ def start_server(model: str, mode: str, extra: list[str]) -> tuple[subprocess.Po
         except httpx.HTTPError:
             time.sleep(0.2)
         if process.poll() is not None:
-            raise RuntimeError(f"the {mode} server exited with {process.returncode}: {' '.join(command)}")
+            raise RuntimeError(f"the server exited with {process.returncode}: {' '.join(command)}")
     process.kill()
-    raise RuntimeError(f"the {mode} server did not answer /health within 120 s")
+    raise RuntimeError(f"the server did not answer /health within 120 s: {' '.join(command)}")
 
 
 def stop_server(process: subprocess.Popen) -> None:
@@ -148,6 +155,10 @@ def sustains(point: dict, bound: float) -> bool:
     return point["ok"] == point["requests"] and point["throughput"] >= 0.95 * point["arrival_rate"] and point["p99"] <= bound
 
 
+def saturated(point: dict, bound: float) -> bool:
+    return point["p99"] > 4 * bound and point["throughput"] < 0.8 * point["arrival_rate"]
+
+
 def step_costs(model_path: str, texts: list[str], rounds: int = 5) -> dict:
     """Milliseconds of one layer step on B rows of SST-2 sentences (padded to the longest of them)."""
     config = AutoConfig.from_pretrained(model_path)
@@ -171,12 +182,12 @@ def step_costs(model_path: str, texts: list[str], rounds: int = 5) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--rates", default="25,50,100,150,200,300,400")
+    parser.add_argument("--rates", default="20,30,40,45,50,55,60")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--max_requests", type=int, default=2000)
     parser.add_argument("--p99_bound", type=float, default=0.5)
     parser.add_argument("--glue_dir", type=Path, default=DEFAULT_GLUE_DIR)
-    parser.add_argument("--server_args", default="", help="extra `hf-multiexit serve` flags for both modes")
+    parser.add_argument("--server_args", default="", help="extra `hf-multiexit serve` flags for every variant")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "serving_load"))
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
@@ -184,25 +195,32 @@ def main() -> None:
         texts = [row["sentence"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
     env = environment()
 
-    results: dict[str, list[dict]] = {mode: [] for mode in MODES}
-    shares = {}
-    for mode in MODES:
-        process, url = start_server(args.model, mode, args.server_args.split())
-        try:
-            open_loop(url, texts, 20.0, 2.0, 40, seed=0)  # warm-up, untimed
-            with machine_share() as shares[mode]:
-                for i, rate in enumerate(rates):
-                    point = open_loop(url, texts, rate, args.seconds, args.max_requests, seed=i + 1)
-                    results[mode].append(point)
-                    print(mode, {k: round(v, 4) if isinstance(v, float) else v for k, v in point.items()}, flush=True)
-                    if point["p99"] > 4 * args.p99_bound and point["throughput"] < 0.8 * rate:
-                        break  # past saturation: higher rates only queue longer
-        finally:
+    # All servers start first and wait idle (a waiting server costs no CPU); each rate then runs every variant, in an
+    # order rotated per rate, so a drift in the machine's speed (one run saw a layer step take 50% longer than an
+    # hour before) hits all variants alike instead of whichever ran last.
+    servers = {}
+    try:
+        for name, flags in VARIANTS.items():
+            servers[name] = start_server(args.model, flags + args.server_args.split())
+            open_loop(servers[name][1], texts, 20.0, 2.0, 40, seed=0)  # warm-up, untimed
+        results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+        with machine_share() as share:
+            for i, rate in enumerate(rates):
+                names = list(VARIANTS)
+                for name in names[i % len(names):] + names[: i % len(names)]:
+                    if results[name] and saturated(results[name][-1], args.p99_bound):
+                        continue  # past saturation: higher rates only queue longer
+                    point = open_loop(servers[name][1], texts, rate, args.seconds, args.max_requests, seed=i + 1)
+                    results[name].append(point)
+                    print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in point.items()}, flush=True)
+    finally:
+        for process, _ in servers.values():
             stop_server(process)
     costs = step_costs(args.model, texts)
 
-    best = {mode: max((p["offered_rate"] for p in results[mode] if sustains(p, args.p99_bound)), default=0.0) for mode in MODES}
-    at_static = {mode: next((p for p in results[mode] if p["offered_rate"] == best["static"]), None) for mode in MODES}
+    best = {name: max((p["offered_rate"] for p in points if sustains(p, args.p99_bound)), default=0.0)
+            for name, points in results.items()}
+    at_static = {name: next((p for p in results[name] if p["offered_rate"] == best["static"]), None) for name in results}
     early_ratio = (at_static["continuous"]["early_p50"] / at_static["static"]["early_p50"]
                    if at_static["continuous"] and at_static["static"] else float("nan"))
     rate_ratio = best["continuous"] / best["static"] if best["static"] else float("nan")
@@ -213,7 +231,7 @@ def main() -> None:
          "value": early_ratio, "target": "< 0.5", "pass": early_ratio < 0.5},
     ]
     report = {"model": args.model, "p99_bound": args.p99_bound, "seconds": args.seconds, "max_requests": args.max_requests,
-              "results": results, "highest_sustained_rate": best, "step_costs": costs, "cpu_share_while_loading": shares,
+              "results": results, "highest_sustained_rate": best, "step_costs": costs, "cpu_share_while_loading": share,
               "targets": targets}
     write_results(args.output, report, markdown(report, env))
 
@@ -225,23 +243,24 @@ def markdown(report: dict, env: dict) -> list[str]:
         f"{env['torch']}. Open-loop Poisson arrivals of SST-2 dev sentences, {report['seconds']:.0f} s or "
         f"{report['max_requests']} requests per rate; the client runs on the same cores. Sustained: every request "
         f"answered, throughput >= 95% of the realised arrival rate, p99 <= {report['p99_bound']} s.", "",
-        "| mode | offered /s | throughput /s | p50 ms | p99 ms | p50 ms of layer 1-2 leavers | avg exit layer | 503 | sustained |",
+        "| variant | offered /s | throughput /s | p50 ms | p99 ms | p50 ms of layer 1-2 leavers | avg exit layer | 503 | sustained |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for mode, points in report["results"].items():
+    for name, points in report["results"].items():
         for p in points:
             lines.append(
-                f"| {mode} | {p['offered_rate']:.0f} | {p['throughput']:.1f} | {1000 * p['p50']:.1f} | {1000 * p['p99']:.1f} | "
+                f"| {name} | {p['offered_rate']:.0f} | {p['throughput']:.1f} | {1000 * p['p50']:.1f} | {1000 * p['p99']:.1f} | "
                 f"{1000 * p['early_p50']:.1f} ({p['early_leavers']}) | {p['avg_exit_layer']:.2f} | {p['rejected_503']} | "
                 f"{'yes' if sustains(p, report['p99_bound']) else 'no'} |")
-    lines += ["", "Highest sustained rate: " + ", ".join(f"{m} {r:.0f}/s" for m, r in report["highest_sustained_rate"].items()), "",
+    lines += ["", "Highest sustained rate: " + ", ".join(f"{name} {r:.0f}/s" for name, r in report["highest_sustained_rate"].items()), "",
               "## Per-step cost (one layer, this process)", "", "| rows | tokens (padded) | ms per step | ms per row |",
               "|---:|---:|---:|---:|",
               *[f"| {rows} | {c['tokens']} | {c['ms_per_step']:.2f} | {c['ms_per_row']:.3f} |" for rows, c in report["step_costs"].items()],
               "", "## Targets", "", "| target | value | required | result |", "|---|---:|---|---|",
               *[f"| {t['name']} | {t['value']:.3f} | {t['target']} | {'PASS' if t['pass'] else 'FAIL'} |" for t in report["targets"]]]
-    for mode, share in report["cpu_share_while_loading"].items():
-        lines.append(f"\nProcesses other than the client (the server among them) took {share.get('other_processes_cpu_fraction', float('nan')):.1%} of the CPUs while {mode} ran.")
+    share = report["cpu_share_while_loading"]
+    lines.append(f"\nProcesses other than the client (the servers among them) took "
+                 f"{share.get('other_processes_cpu_fraction', float('nan')):.1%} of the CPUs while loading.")
     return lines
 
 

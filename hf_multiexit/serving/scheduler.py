@@ -245,11 +245,12 @@ class ContinuousScheduler(Scheduler):
     starves. A step takes that depth's rows oldest first up to `max_batch_tokens` (rows x longest row), and new
     requests join depth 0 while the rows waiting there hold fewer than `max_batch_tokens` tokens.
 
-    Defaults, and why: `largest`, because a step has a fixed cost besides its per-token one (on the 2-core CPU of
-    `benchmarks/results/serving_load.md`, one MiniLM layer costs about 3 ms plus 0.07 ms per token), so fuller
-    steps serve more; against `deepest` at the same load it halved the p50 latency of early leavers and matched its
-    p99. An age bound of 200 ms: a few full steps' time, so it rarely overrides the policy under normal load, yet it
-    caps how long a depth can be passed over."""
+    Defaults, and why: `largest`, because a step has a fixed cost besides its per-row one (on the 2-core CPU of
+    `benchmarks/results/serving_load-sequential.md`, one MiniLM layer step costs 4.1 ms for 1 row and 2.5-3 ms per
+    row from 4 rows on), and more so on GPUs, so fuller steps serve more. On that CPU the two policies could not be
+    told apart (`benchmarks/results/serving_load.md`, interleaved: early leavers' p50 31 vs 40 ms at 20/s and 65 vs
+    55 ms at 30/s, p99 0.40 vs 0.40 s and 0.70 vs 0.34 s). An age bound of 200 ms: a few full steps' time, so it
+    rarely overrides the policy under normal load, yet it caps how long a depth can be passed over."""
 
     mode = "continuous"
 
