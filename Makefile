@@ -1,3 +1,5 @@
+# --no-compile: pip would byte-compile every file of every package (Ray alone has thousands); Python compiles the
+# modules a run imports, once, into __pycache__.
 # Every target sets itself up: it creates .venv and installs the package (with this machine's torch pin from
 # constraints.txt) when they are missing or older than pyproject.toml / constraints.txt.
 PYTHON ?= python3
@@ -10,7 +12,7 @@ GLUE_DIR ?= $(if $(wildcard ../shared/data/glue),$(abspath ../shared/data/glue),
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -9,7 +9,6 @@ import asyncio
 import http.client
 import json
 import random
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,9 +35,14 @@ def sentences(count: int, seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """A tiny 4-layer model with its tokenizer, and exit arguments whose thresholds fall between values."""
+    return serving_setup(tmp_path_factory.mktemp("serve"))
+
+
+def serving_setup(root):
+    """A tiny 4-layer model saved in `root` with its tokenizer, and exit arguments whose thresholds fall between
+    values: `(model, tokenizer, folder, rules)`."""
     model = tiny_model()
-    folder = save_with_tokenizer(model, tmp_path_factory.mktemp("serve") / "model")
+    folder = save_with_tokenizer(model, root / "model")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     texts = sentences(64)
     with torch.no_grad():
@@ -283,33 +287,3 @@ def test_serve_command_refuses_bad_flags(served, capsys):
         main(["serve", "--model", folder, "--mode", "layerwise"])
     assert "layerwise" in capsys.readouterr().err
 
-
-@pytest.mark.slow
-def test_ray_serve_deployment_answers_like_offline_calls(served):
-    """The same app as a Ray Serve deployment (`build_application`) on a local Ray instance bound to loopback: each
-    request answered as the offline call answers it."""
-    import ray
-    from ray import serve
-
-    from hf_multiexit.serving.ray_serve import DEPLOYMENT_NAME, app_builder
-
-    model, tokenizer, folder, rules = served
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    cases = [(text, rules[i % len(rules)]) for i, text in enumerate(sentences(60, seed=7))]
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning")
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(app_builder({"model": folder, "num_threads": "1"}), name=DEPLOYMENT_NAME, route_prefix="/")
-        responses = fire(f"http://127.0.0.1:{port}", [{"inputs": text, "parameters": rule} for text, rule in cases], clients=8)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-    assert [status for status, _ in responses] == [200] * len(cases), responses[0]
-    for (text, rule), (_, got) in zip(cases, responses):
-        want = label_and_score(Prediction(**offline(model, tokenizer, text, rule)), model.config)
-        assert (got["label"], got["exit_layer"]) == (want["label"], want["exit_layer"])
-        assert abs(got["score"] - want["score"]) <= TOL
-    with pytest.raises(ValueError, match="unknown arguments \\['modle'\\]"):
-        app_builder({"modle": folder})
