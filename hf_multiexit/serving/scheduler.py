@@ -142,7 +142,9 @@ class Scheduler:
         if not inputs:
             raise ValueError("inputs is empty: give at least one text.")
         exit_config = resolve_exit_config(self.model.exit_config, None, dict(exit_kwargs or {}))
-        build_exit_strategy(exit_config, self.config)  # a bad rule fails in the caller's thread, with its message
+        # Built here, so a bad rule fails in the caller's thread with its message; one per request, since a
+        # strategy keeps no per-sample state of its own (that is each row's `state`).
+        strategy = build_exit_strategy(exit_config, self.config)
         rule_key = exit_config.to_json_string()
         encoded = self.tokenize(inputs)
         request = _Request(rows=[], future=Future(), arrival=time.perf_counter(), results=[None] * len(inputs),
@@ -150,7 +152,7 @@ class Scheduler:
         for index, tokens in enumerate(encoded):
             request.rows.append(_Row(
                 request, index, list(tokens["input_ids"]), list(tokens["token_type_ids"]) if "token_type_ids" in tokens else None,
-                exit_config, rule_key, build_exit_strategy(exit_config, self.config)))
+                exit_config, rule_key, strategy))
         with self._lock:
             if self._closing:
                 raise Overloaded("the server is shutting down; retry against another replica.")
@@ -206,14 +208,18 @@ class Scheduler:
     def _fail_all(self, error: Exception) -> None:
         raise NotImplementedError
 
-    def _take_pending(self, fits) -> list[_Request]:
-        """Pending requests, oldest first, while `fits(rows so far + the next request's rows)`; at least one."""
-        taken, rows = [], []
+    def _take_pending(self, max_rows: float, max_tokens: int) -> list[_Request]:
+        """Pending requests, oldest first, while their rows number at most `max_rows` and hold at most `max_tokens`
+        (rows x longest row); at least one."""
+        taken, count, longest = [], 0, 0
         with self._lock:
-            while self._pending and (not taken or fits(rows + self._pending[0].rows)):
-                request = self._pending.popleft()
-                taken.append(request)
-                rows += request.rows
+            while self._pending:
+                rows = self._pending[0].rows
+                grown, widest = count + len(rows), max(longest, max(row.length for row in rows))
+                if taken and (grown > max_rows or grown * widest > max_tokens):
+                    break
+                taken.append(self._pending.popleft())
+                count, longest = grown, widest
             self._in_flight += len(taken)
         return taken
 
@@ -292,7 +298,7 @@ class ContinuousScheduler(Scheduler):
         room = self.max_batch_tokens - (self._tokens(waiting) if waiting else 0)
         if room <= 0 or not self._pending:
             return
-        requests = self._take_pending(lambda rows: self._tokens(rows) <= room)
+        requests = self._take_pending(float("inf"), room)
         rows = [row for request in requests for row in request.rows]
         input_ids = _pad([row.input_ids for row in rows])
         mask = _pad([[1] * row.length for row in rows])
@@ -312,12 +318,14 @@ class ContinuousScheduler(Scheduler):
 
     def _step(self, depth: int) -> None:
         waiting = self.depths[depth]
-        rows = [waiting[0]]
+        count, longest = 1, waiting[0].length
         for row in waiting[1:]:
-            if self._tokens(rows + [row]) > self.max_batch_tokens:
+            widest = max(longest, row.length)
+            if (count + 1) * widest > self.max_batch_tokens:
                 break
-            rows.append(row)
-        del waiting[: len(rows)]
+            count, longest = count + 1, widest
+        rows = waiting[:count]
+        del waiting[:count]
         ran = self._run_layer(depth, rows)
         layer = depth + 1
         leaving: dict[_Row, torch.Tensor] = {}
@@ -407,9 +415,6 @@ class StaticScheduler(Scheduler):
         self._finished(len(self._running))
         self._running = []
 
-    def _fits(self, rows: list[_Row]) -> bool:
-        return len(rows) <= self.max_batch_size and self._tokens(rows) <= self.max_batch_tokens
-
     def _work(self) -> None:
         deadline = time.perf_counter() + self.max_wait
         with self._lock:
@@ -420,7 +425,7 @@ class StaticScheduler(Scheduler):
                 self._lock.wait(left)
             if not self._pending:
                 return
-        self._running = self._take_pending(self._fits)
+        self._running = self._take_pending(self.max_batch_size, self.max_batch_tokens)
         rows = [row for request in self._running for row in request.rows]
         groups: dict[str, list[_Row]] = {}
         for row in rows:
