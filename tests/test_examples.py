@@ -18,9 +18,9 @@ def run(script, *args, cwd):
     return proc.stdout
 
 
-@pytest.mark.parametrize("script", ["pabee_sst2.py", "romebert_sst2.py", "deebert_sst2.py"])
-def test_method_example(script, glue_dir, tmp_path):
-    out = run(script, "--glue_dir", str(glue_dir), "--output_dir", str(tmp_path / "out"), "--max_train_samples", "16",
+@pytest.mark.parametrize("method", ["pabee", "romebert", "deebert"])
+def test_python_api_example(method, glue_dir, tmp_path):
+    out = run("python_api_sst2.py", "--method", method, "--glue_dir", str(glue_dir), "--output_dir", str(tmp_path / "out"), "--max_train_samples", "16",
               "--max_eval_samples", "16", cwd=tmp_path)
     assert "saved exit rule" in out and out.count("average exit layer") == 2
     assert (tmp_path / "out" / "exit_config.json").exists()
