@@ -154,6 +154,16 @@ def _delimited_rows(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[
             yield reader.line_num, fields
 
 
+def _rows_of_width(rows: Iterator[tuple[int, list[str]]], width: int, path: Path, unit: str, expected: str
+                   ) -> Iterator[tuple[int, list[str]]]:
+    """The rows, failing at the first whose number of fields is not `width` (a truncated file, another task's file,
+    or a delimiter inside an unquoted field), where the reader would otherwise shift or drop fields."""
+    for line, fields in rows:
+        if len(fields) != width:
+            raise ValueError(f"{path}, line {line}: found {len(fields)} {unit}, expected {expected}")
+        yield line, fields
+
+
 def _raise_for_csv_error(path: Path, line: int, quoting: int, exc: csv.Error) -> NoReturn:
     # The csv module's field size limit stays as it is: it is process-wide state, which a library should not change
     # under its caller, and in a CSV file a field that long is far more often an unclosed quote swallowing the rest of
@@ -270,13 +280,9 @@ def _check_glue_tsv(spec: GlueTask, path: Path) -> tuple[_CheckedFile, dict[str,
 
     label_position = columns.index(str(layout.label_field))
     where, labels = [], []
-    for line, fields in rows:
-        if len(fields) != len(columns):
-            raise ValueError(
-                f"{path}, line {line}: found {len(fields)} tab-separated fields, expected "
-                f"{shape_hint}. The file is truncated or corrupt, or belongs to another task; "
-                "re-download it with download_glue_data.py."
-            )
+    expected = (f"{shape_hint}. The file is truncated or corrupt, or belongs to another task; re-download it with "
+                "download_glue_data.py.")
+    for line, fields in _rows_of_width(rows, len(columns), path, "tab-separated fields", expected):
         where.append(f"line {line}")
         labels.append(fields[label_position])
 
@@ -284,7 +290,7 @@ def _check_glue_tsv(spec: GlueTask, path: Path) -> tuple[_CheckedFile, dict[str,
         if layout.header is None:
             raise ValueError(f"{path} is empty; expected {shape_hint}")
         raise ValueError(f"{path} has a header but no data rows")
-    text_sources = {name: str(field) for name, field in zip(spec.text_columns, layout.text_fields)}
+    text_sources = {name: str(field) for name, field in zip(spec.text_columns, spec.tsv_text_fields)}
     return _CheckedFile(path, columns, where, labels), text_sources
 
 
@@ -539,13 +545,10 @@ def _check_delimited(path: Path, columns: Sequence[str], label_column: str) -> _
             "column is read by its own name"
         )
     where, labels = [], []
-    for line, fields in rows:
-        if len(fields) != len(header):
-            raise ValueError(
-                f"{path}, line {line}: found {len(fields)} fields, expected {len(header)} "
-                f"like the header {header}"
-                + (" (quote fields that contain commas)" if delimiter == "," else "")
-            )
+    expected = f"{len(header)} like the header {header}"
+    if delimiter == ",":
+        expected += " (quote fields that contain commas)"
+    for line, fields in _rows_of_width(rows, len(header), path, "fields", expected):
         if not where:  # named at the first record, as for JSON, whose records each have their own fields
             _check_columns(path, f"line {line}", header, columns, label_column)
             label_position = header.index(label_column)

@@ -20,7 +20,7 @@ class TsvLayout:
         header: column names the file's header line must contain, or ``None`` for files with no
             header (CoLA), which are read by position.
         text_fields: header names (or 0-based positions) of the text field(s), in the order of
-            :attr:`GlueTask.text_columns`.
+            :attr:`GlueTask.text_columns`; empty: the file uses the text columns' own names.
         label_field: header name (or position) of the label field.
         label_format: ``"int"`` (class id written as a digit), ``"name"`` (class name written
             out, e.g. ``entailment``) or ``"float"`` (regression score).
@@ -28,9 +28,9 @@ class TsvLayout:
     """
 
     header: tuple[str, ...] | None
-    text_fields: tuple[str | int, ...]
-    label_field: str | int
-    label_format: Literal["int", "name", "float"]
+    text_fields: tuple[str | int, ...] = ()
+    label_field: str | int = "label"
+    label_format: Literal["int", "name", "float"] = "int"
     num_fields: int | None = None
 
 
@@ -44,8 +44,8 @@ class GlueTask:
         folder: the task's folder in the GLUE release (``"SST-2"``, ``"MNLI"``, ...).
         text_columns: output text column name(s).
         label_names: class names in ``ClassLabel`` id order; empty for regression (STS-B).
-        split_files: ``(split name, file name)`` pairs, training split first.
         tsv: how to parse the ``.tsv`` files.
+        split_files: ``(split name, file name)`` pairs, training split first.
         metrics: metric names reported for the task (the names ``evaluate``'s GLUE metric uses).
         primary_metric: the metric used to pick the best checkpoint.
     """
@@ -58,6 +58,11 @@ class GlueTask:
     split_files: tuple[tuple[str, str], ...] = (("train", "train.tsv"), ("validation", "dev.tsv"))
     metrics: tuple[str, ...] = ("accuracy",)
     primary_metric: str = "accuracy"
+
+    @property
+    def tsv_text_fields(self) -> tuple[str | int, ...]:
+        """Where each text column stands in the ``.tsv`` files."""
+        return self.tsv.text_fields or self.text_columns
 
     @property
     def is_regression(self) -> bool:
@@ -77,108 +82,41 @@ class GlueTask:
         return tuple(split for split in self.splits if split != "train")
 
 
+_PAIR = ("sentence1", "sentence2")
+_NLI = ("entailment", "not_entailment")
+
 GLUE_TASKS: dict[str, GlueTask] = {
     task.name: task
     for task in (
-        GlueTask(
-            name="cola",
-            folder="CoLA",
-            text_columns=("sentence",),
-            label_names=("unacceptable", "acceptable"),
-            # No header; fields: source code, label (0/1), original author mark, sentence.
-            tsv=TsvLayout(header=None, text_fields=(3,), label_field=1, label_format="int",
-                          num_fields=4),
-            metrics=("matthews_correlation",),
-            primary_metric="matthews_correlation",
-        ),
-        GlueTask(
-            name="sst2",
-            folder="SST-2",
-            text_columns=("sentence",),
-            label_names=("negative", "positive"),
-            tsv=TsvLayout(header=("sentence", "label"), text_fields=("sentence",),
-                          label_field="label", label_format="int"),
-        ),
-        GlueTask(
-            name="mrpc",
-            folder="MRPC",
-            text_columns=("sentence1", "sentence2"),
-            label_names=("not_equivalent", "equivalent"),
-            tsv=TsvLayout(header=("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"),
-                          text_fields=("#1 String", "#2 String"), label_field="Quality",
-                          label_format="int"),
-            metrics=("accuracy", "f1"),
-            primary_metric="f1",
-        ),
-        GlueTask(
-            name="stsb",
-            folder="STS-B",
-            text_columns=("sentence1", "sentence2"),
-            label_names=(),
-            tsv=TsvLayout(header=("index", "genre", "filename", "year", "old_index", "source1",
-                                  "source2", "sentence1", "sentence2", "score"),
-                          text_fields=("sentence1", "sentence2"), label_field="score",
-                          label_format="float"),
-            metrics=("pearson", "spearmanr"),
-            primary_metric="pearson",
-        ),
-        GlueTask(
-            name="qqp",
-            folder="QQP",
-            text_columns=("question1", "question2"),
-            label_names=("not_duplicate", "duplicate"),
-            tsv=TsvLayout(header=("id", "qid1", "qid2", "question1", "question2",
-                                  "is_duplicate"),
-                          text_fields=("question1", "question2"), label_field="is_duplicate",
-                          label_format="int"),
-            metrics=("accuracy", "f1"),
-            primary_metric="f1",
-        ),
-        GlueTask(
-            name="mnli",
-            folder="MNLI",
-            text_columns=("premise", "hypothesis"),
-            label_names=("entailment", "neutral", "contradiction"),
-            split_files=(
-                ("train", "train.tsv"),
-                ("validation_matched", "dev_matched.tsv"),
-                ("validation_mismatched", "dev_mismatched.tsv"),
-            ),
-            # train.tsv has one annotator column (label1), the dev files five; only the
-            # columns below are required, and the label is always gold_label.
-            tsv=TsvLayout(header=("sentence1", "sentence2", "gold_label"),
-                          text_fields=("sentence1", "sentence2"), label_field="gold_label",
-                          label_format="name"),
-        ),
-        GlueTask(
-            name="qnli",
-            folder="QNLI",
-            text_columns=("question", "sentence"),
-            label_names=("entailment", "not_entailment"),
-            tsv=TsvLayout(header=("index", "question", "sentence", "label"),
-                          text_fields=("question", "sentence"), label_field="label",
-                          label_format="name"),
-        ),
-        GlueTask(
-            name="rte",
-            folder="RTE",
-            text_columns=("sentence1", "sentence2"),
-            label_names=("entailment", "not_entailment"),
-            tsv=TsvLayout(header=("index", "sentence1", "sentence2", "label"),
-                          text_fields=("sentence1", "sentence2"), label_field="label",
-                          label_format="name"),
-        ),
-        GlueTask(
-            name="wnli",
-            folder="WNLI",
-            text_columns=("sentence1", "sentence2"),
-            # Unlike RTE/QNLI, WNLI's files write 0/1 and 1 means entailment, so the order of
-            # the names is reversed to keep the file's ids.
-            label_names=("not_entailment", "entailment"),
-            tsv=TsvLayout(header=("index", "sentence1", "sentence2", "label"),
-                          text_fields=("sentence1", "sentence2"), label_field="label",
-                          label_format="int"),
-        ),
+        # No header; fields: source code, label (0/1), original author mark, sentence.
+        GlueTask("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"),
+                 TsvLayout(None, text_fields=(3,), label_field=1, num_fields=4),
+                 metrics=("matthews_correlation",), primary_metric="matthews_correlation"),
+        GlueTask("sst2", "SST-2", ("sentence",), ("negative", "positive"), TsvLayout(("sentence", "label"))),
+        GlueTask("mrpc", "MRPC", _PAIR, ("not_equivalent", "equivalent"),
+                 TsvLayout(("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"),
+                           text_fields=("#1 String", "#2 String"), label_field="Quality"),
+                 metrics=("accuracy", "f1"), primary_metric="f1"),
+        GlueTask("stsb", "STS-B", _PAIR, (),
+                 TsvLayout(("index", "genre", "filename", "year", "old_index", "source1", "source2", *_PAIR, "score"),
+                           label_field="score", label_format="float"),
+                 metrics=("pearson", "spearmanr"), primary_metric="pearson"),
+        GlueTask("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate"),
+                 TsvLayout(("id", "qid1", "qid2", "question1", "question2", "is_duplicate"),
+                           label_field="is_duplicate"),
+                 metrics=("accuracy", "f1"), primary_metric="f1"),
+        # train.tsv has one annotator column (label1), the dev files five; only the columns below are required, and
+        # the label is always gold_label.
+        GlueTask("mnli", "MNLI", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+                 TsvLayout((*_PAIR, "gold_label"), text_fields=_PAIR, label_field="gold_label", label_format="name"),
+                 split_files=(("train", "train.tsv"), ("validation_matched", "dev_matched.tsv"),
+                              ("validation_mismatched", "dev_mismatched.tsv"))),
+        GlueTask("qnli", "QNLI", ("question", "sentence"), _NLI,
+                 TsvLayout(("index", "question", "sentence", "label"), label_format="name")),
+        GlueTask("rte", "RTE", _PAIR, _NLI, TsvLayout(("index", *_PAIR, "label"), label_format="name")),
+        # Unlike RTE/QNLI, WNLI's files write 0/1 and 1 means entailment, so the order of the names is reversed to
+        # keep the file's ids.
+        GlueTask("wnli", "WNLI", _PAIR, _NLI[::-1], TsvLayout(("index", *_PAIR, "label"))),
     )
 }
 
