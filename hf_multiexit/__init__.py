@@ -29,22 +29,8 @@ from .models.multiexit_bert import (
 
 from .hub import PushError, build_model_card, push_model, save_model_card
 from .models.multiexit_bert.modeling_multiexit_bert import MultiExitTextClassificationPipeline
-from .trainers import (
-    CurriculumConfig,
-    CurriculumTrainer,
-    DeeBertConfig,
-    DeeBertTrainer,
-    LeeBertConfig,
-    LeeBertTrainer,
-    MultiExitTrainer,
-    MultiExitTrainingArguments,
-    PabeeConfig,
-    PabeeTrainer,
-    RomeBertConfig,
-    RomeBertTrainer,
-    SmartBertConfig,
-    SmartBertTrainer,
-)
+from . import trainers
+from .trainers import *  # noqa: F403  (every public trainer name; `trainers.__all__` is the one list of them)
 
 __version__ = "0.1.0"
 
@@ -54,20 +40,7 @@ for _config_class, (_base_class, _classifier_class) in AUTO_FAMILIES.items():
     AutoModelForSequenceClassification.register(_config_class, _classifier_class, exist_ok=True)
 
 __all__ = [
-    "CurriculumConfig",
-    "CurriculumTrainer",
-    "DeeBertConfig",
-    "DeeBertTrainer",
-    "LeeBertConfig",
-    "LeeBertTrainer",
-    "MultiExitTrainer",
-    "MultiExitTrainingArguments",
-    "PabeeConfig",
-    "PabeeTrainer",
-    "RomeBertConfig",
-    "RomeBertTrainer",
-    "SmartBertConfig",
-    "SmartBertTrainer",
+    *trainers.__all__,
     "BACKBONE_ADAPTERS",
     "EXIT_HEADS",
     "EXIT_HEAD_STYLES",
