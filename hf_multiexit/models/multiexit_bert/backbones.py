@@ -116,6 +116,9 @@ class BackboneAdapter:
         lora_modules: names of the attention query/value projections (PEFT `target_modules`).
         has_pooler: whether the built base model keeps a pretrained pooler (`backbone.pooler`, first token ->
             dense -> tanh), which the multi-exit "pooler"/"linear" exit heads read.
+        classifier_dropout_fields: the config fields that may hold the classification head's dropout, first
+            choice first (a field left None passes to the next).
+        attention_dropout_field: the config field of the attention-probability dropout.
 
     The defaults here serve encoders whose layers take `(hidden, mask)` with the mask from
     `create_bidirectional_mask`, return the new hidden states, and need no final step.
@@ -127,6 +130,8 @@ class BackboneAdapter:
     head_key_map: ClassVar[dict[str, str]] = {"classifier.": "classifier."}
     lora_modules: ClassVar[tuple[str, ...]] = ("query", "value")
     has_pooler: ClassVar[bool] = False
+    classifier_dropout_fields: ClassVar[tuple[str, ...]] = ("classifier_dropout", "hidden_dropout_prob")
+    attention_dropout_field: ClassVar[str] = "attention_probs_dropout_prob"
 
     def build(self, config: PreTrainedConfig) -> PreTrainedModel:
         """The stock base model for `config` (randomly initialised, as its own constructor does)."""
@@ -206,13 +211,14 @@ class BackboneAdapter:
         }
 
     def classifier_dropout(self, config: PreTrainedConfig) -> float:
-        """The dropout the architecture's classification head uses (what the multi-exit heads use too)."""
-        dropout = getattr(config, "classifier_dropout", None)
-        return config.hidden_dropout_prob if dropout is None else dropout
+        """The dropout the architecture's classification head uses (what the multi-exit heads use too): the first of
+        `classifier_dropout_fields` that the config sets (not None)."""
+        values = (getattr(config, name, None) for name in self.classifier_dropout_fields)
+        return next(value for value in values if value is not None)
 
     def attention_dropout(self, config: PreTrainedConfig) -> float:
         """The attention-probability dropout of the layers (what the attention exit heads use)."""
-        return config.attention_probs_dropout_prob
+        return getattr(config, self.attention_dropout_field)
 
     def lora_target_modules(self, config: PreTrainedConfig) -> list[str]:
         """Module names of the attention query and value projections inside the layers."""
@@ -418,6 +424,7 @@ class AlbertAdapter(BackboneAdapter):
     model_class = AlbertModel
     base_model_prefix = "albert"
     head_key_map = {"albert.pooler.": "pooler.", "classifier.": "classifier."}
+    classifier_dropout_fields = ("classifier_dropout_prob",)
 
     def build(self, config):
         return self.model_class(config, add_pooling_layer=False)
@@ -430,9 +437,6 @@ class AlbertAdapter(BackboneAdapter):
         config = backbone.config
         # AlbertTransformer.forward's group index, float division included.
         return backbone.encoder.albert_layer_groups[int(index / (config.num_hidden_layers / config.num_hidden_groups))]
-
-    def classifier_dropout(self, config):
-        return config.classifier_dropout_prob
 
     def native_head(self, config):
         pooler = nn.Linear(config.hidden_size, config.hidden_size)
@@ -458,6 +462,8 @@ class DistilBertAdapter(BackboneAdapter):
     base_model_prefix = "distilbert"
     head_key_map = {"pre_classifier.": "pre_classifier.", "classifier.": "classifier."}
     lora_modules = ("q_lin", "v_lin")
+    classifier_dropout_fields = ("seq_classif_dropout",)
+    attention_dropout_field = "attention_dropout"
 
     def embed(self, backbone, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
         return backbone.embeddings(input_ids=input_ids, position_ids=position_ids)
@@ -467,12 +473,6 @@ class DistilBertAdapter(BackboneAdapter):
 
     def native_head(self, config):
         return DistilBertHead(config)
-
-    def classifier_dropout(self, config):
-        return config.seq_classif_dropout
-
-    def attention_dropout(self, config):
-        return config.attention_dropout
 
     def layer_flops(self, config, n, index=0):
         return _attention_block_flops(n, config.dim, _attention_width(config), config.hidden_dim)
@@ -502,6 +502,7 @@ class DebertaV2Adapter(BackboneAdapter):
     base_model_prefix = "deberta"
     head_key_map = {"pooler.": "pooler.", "classifier.": "classifier."}
     lora_modules = ("query_proj", "value_proj")
+    classifier_dropout_fields = ("cls_dropout", "hidden_dropout_prob")
 
     def embed(self, backbone, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
         return backbone.embeddings(
@@ -534,10 +535,6 @@ class DebertaV2Adapter(BackboneAdapter):
 
     def native_head(self, config):
         return DebertaV2Head(config, self.classifier_dropout(config))
-
-    def classifier_dropout(self, config):
-        dropout = getattr(config, "cls_dropout", None)
-        return config.hidden_dropout_prob if dropout is None else dropout
 
     def layer_flops(self, config, n, index=0):
         hidden = config.hidden_size
@@ -579,6 +576,8 @@ class ModernBertAdapter(BackboneAdapter):
     base_model_prefix = "model"
     head_key_map = {"head.": "head.", "classifier.": "classifier."}
     lora_modules = ("Wqkv",)
+    classifier_dropout_fields = ("classifier_dropout",)
+    attention_dropout_field = "attention_dropout"
 
     def embed(self, backbone, input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
         if position_ids is not None:
@@ -618,12 +617,6 @@ class ModernBertAdapter(BackboneAdapter):
 
     def native_head(self, config):
         return ModernBertHead(config)
-
-    def classifier_dropout(self, config):
-        return config.classifier_dropout
-
-    def attention_dropout(self, config):
-        return config.attention_dropout
 
     def layer_flops(self, config, n, index=0):
         # The sliding window is a mask: eager and sdpa still compute all n² scores. The MLP is a GLU (Wi: H -> 2I).
