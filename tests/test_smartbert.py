@@ -279,25 +279,6 @@ def test_smartbert_gradient_accumulation_matches_one_doubled_batch(tmp_path):
         torch.testing.assert_close(results[0][name], results[1][name], atol=2e-6, rtol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"stage1_contrastive_weight": 1.0}, r"stage1_contrastive_weight=1.0 is out of range: it must lie in \[0, 1\)"),
-        ({"stage2_temperature": 0.0}, r"stage2_temperature=0.0 must be > 0"),
-        ({"soft_gate_fraction": 1.5}, r"soft_gate_fraction=1.5 is out of range: it must lie in \[0, 1\]"),
-        ({"min_hard_gate_epochs": -1.0}, r"min_hard_gate_epochs=-1.0 must be >= 0"),
-        ({"skip_lambda": -0.1}, r"skip_lambda=-0.1 must be >= 0"),
-        ({"skip_reward_reference_layers": 0}, r"skip_reward_reference_layers=0 must be >= 1 or None"),
-        ({"gate_learning_rate": 0.0}, r"gate_learning_rate=0.0 must be a positive number or None"),
-        ({"projection_size": 0}, r"projection_size=0 must be a positive integer"),
-        ({"stage2_num_train_epochs": 0}, r"stage2_num_train_epochs=0 must be a positive number"),
-    ],
-)
-def test_bad_smartbert_options(tmp_path, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        smart_args(tmp_path, **kwargs)
-
-
 def test_smartbert_needs_gates_and_attention_heads(tmp_path):
     with pytest.raises(ValueError, match="needs a model with skip gates"):
         SmartBertTrainer(model=toy_model(exit_head="attention"), args=smart_args(tmp_path))

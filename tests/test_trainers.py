@@ -7,13 +7,16 @@ import torch
 from torch.utils.data import Dataset
 
 from hf_multiexit import (
+    CurriculumConfig,
     DeeBertConfig,
     DeeBertTrainer,
+    LeeBertConfig,
     MultiExitBertForSequenceClassification,
     PabeeConfig,
     PabeeTrainer,
     RomeBertConfig,
     RomeBertTrainer,
+    SmartBertConfig,
 )
 from hf_multiexit.losses import distillation_loss, project_conflicting, task_loss
 from hf_multiexit.trainers import StageCallback
@@ -244,6 +247,39 @@ def test_gradient_equilibrium_scales_each_exits_gradient():
         (PabeeConfig, {"patience": -1}, r"patience=-1"),
         (DeeBertConfig, {"stage2_num_train_epochs": 0}, r"stage2_num_train_epochs=0 must be a positive"),
         (PabeeConfig, {"exit_learning_rate": -1.0}, r"exit_learning_rate=-1.0 must be a positive"),
+        (LeeBertConfig, {"clo_mix": 1.5}, r"clo_mix=1.5 is out of range"),
+        (LeeBertConfig, {"bilevel_split": 1.0}, r"bilevel_split=1.0 is out of range"),
+        (LeeBertConfig, {"weight_normalization": "relu"}, r"weight_normalization='relu' is not one of \['softmax', 'sigmoid'\]"),
+        (LeeBertConfig, {"distillation_share": 1.0}, r"distillation_share=1.0 is out of range"),
+        (LeeBertConfig, {"unroll_learning_rate": 0.0}, r"unroll_learning_rate=0.0 must be a positive"),
+        (LeeBertConfig, {"finite_difference_eps": -1.0}, r"finite_difference_eps=-1.0 must be > 0"),
+        (LeeBertConfig, {"temperature": 0}, r"temperature=0 must be > 0"),
+        (LeeBertConfig, {"weight_scheme": "label"}, r"weight_scheme='label' is not one of \['joint', 'all'\]"),
+        (LeeBertConfig, {"unroll_step": "adamw"}, r"unroll_step='adamw' is not one of \['auto', 'adam', 'sgd'\]"),
+        (LeeBertConfig, {"distillation_weight": -0.5}, r"distillation_weight=-0.5 must be >= 0"),
+        (CurriculumConfig, {"difficulty_scorer": "bleu"}, r"difficulty_scorer='bleu' is not one of \['depth_weighted_loss', 'loss', "
+         r"'first_correct_exit', 'length'\]"),
+        (CurriculumConfig, {"pacing": "step"}, r"pacing='step' is not one of \['sqrt', 'linear', 'baby_steps'\]"),
+        (CurriculumConfig, {"distillation": "deep"}, r"distillation='deep' is not one of \['layerwise', 'last_layer'\]"),
+        (CurriculumConfig, {"initial_competence": 0.0}, r"initial_competence=0.0 is out of range"),
+        (CurriculumConfig, {"curriculum_fraction": 1.5}, r"curriculum_fraction=1.5 is out of range"),
+        (CurriculumConfig, {"baby_steps_buckets": 0}, r"baby_steps_buckets=0 must be an integer >= 1"),
+        (CurriculumConfig, {"difficulty_warmup_epochs": 0}, r"difficulty_warmup_epochs=0 must be > 0"),
+        (CurriculumConfig, {"gamma": -0.1}, r"gamma=-0.1 is out of range"),
+        (CurriculumConfig, {"curriculum_sampling": "random"}, r"curriculum_sampling='random' is not one of \['pass', 'independent'\]"),
+        (SmartBertConfig, {"stage1_contrastive_weight": 1.0}, r"stage1_contrastive_weight=1.0 is out of range: it must lie in \[0, 1\)"),
+        (SmartBertConfig, {"stage2_temperature": 0.0}, r"stage2_temperature=0.0 must be > 0"),
+        (SmartBertConfig, {"soft_gate_fraction": 1.5}, r"soft_gate_fraction=1.5 is out of range: it must lie in \[0, 1\]"),
+        (SmartBertConfig, {"min_hard_gate_epochs": -1.0}, r"min_hard_gate_epochs=-1.0 must be >= 0"),
+        (SmartBertConfig, {"skip_lambda": -0.1}, r"skip_lambda=-0.1 must be >= 0"),
+        (SmartBertConfig, {"skip_reward_reference_layers": 0}, r"skip_reward_reference_layers=0 must be >= 1 or None"),
+        (SmartBertConfig, {"gate_learning_rate": 0.0}, r"gate_learning_rate=0.0 must be a positive number or None"),
+        (SmartBertConfig, {"projection_size": 0}, r"projection_size=0 must be a positive integer"),
+        (SmartBertConfig, {"stage2_num_train_epochs": 0}, r"stage2_num_train_epochs=0 must be a positive number"),
+        (SmartBertConfig, {"projection_size": 1.5}, r"projection_size=1.5 must be a positive integer"),
+        (SmartBertConfig, {"selection_split": 1.0}, r"selection_split=1.0 is out of range: it must lie in \(0, 1\), or be None"),
+        (SmartBertConfig, {"stage1_temperature": None}, r"stage1_temperature=None must be > 0"),
+        (PabeeConfig, {"patience": 1.5}, r"patience=1.5 must be an integer >= 0"),
     ],
 )
 def test_bad_method_options(tmp_path, config_class, kwargs, message):

@@ -10,7 +10,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -86,6 +86,49 @@ def get_method(name: str) -> tuple[type[MultiExitTrainingArguments], type[MultiE
         raise ValueError(f"Unknown training method {name!r}; valid methods are {sorted(METHODS)}.") from None
 
 
+_INTERVAL = re.compile(r"([\[(])(\S+), (\S+)([\])])")
+_BOUND = re.compile(r"(integer )?(>=?) (\S+)")
+
+
+def check_fields(args: Any, **rules: str | Collection) -> None:
+    """Raises `ValueError` naming the first field of `args` that breaks its rule, the value and what it must be.
+
+    A rule is a collection of the valid choices (a tuple, a registry dict), or a string: an interval (`"[0, 1)"`,
+    `"(0, 1]"`), a bound (`"> 0"`, `">= 1"`), an integer bound (`"integer >= 0"`), `"positive"` (a number > 0) or
+    `"positive integer"`; with `" or None"` after it, None passes too. One function for every method's config, so that the same constraint is
+    worded the same everywhere (the `dataclasses.field` metadata cannot carry it: `HfArgumentParser` hands all of it
+    to `argparse.add_argument`)."""
+    for name, rule in rules.items():
+        value = getattr(args, name)
+        if not isinstance(rule, str):
+            if value not in rule:
+                raise ValueError(f"{name}={value!r} is not one of {list(rule)}.")
+            continue
+        condition = rule.removesuffix(" or None")
+        if value is None and condition != rule:
+            continue
+        is_integer = isinstance(value, int) and not isinstance(value, bool)
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if interval := _INTERVAL.fullmatch(condition):
+            opening, low, high, closing = interval.groups()
+            low, high = float(low), float(high)
+            valid = is_number and (low <= value if opening == "[" else low < value) and (
+                value <= high if closing == "]" else value < high)
+            must = f"is out of range: it must lie in {condition}" + (", or be None" if condition != rule else "")
+        else:
+            if condition in ("positive", "positive integer"):
+                valid = (is_integer if condition.endswith("integer") else is_number) and value > 0
+                must = f"must be a {condition if condition.endswith('integer') else 'positive number'}"
+            else:
+                integer, operator, bound = _BOUND.fullmatch(condition).groups()
+                valid = (is_integer if integer else is_number) and (
+                    value >= float(bound) if operator == ">=" else value > float(bound))
+                must = f"must be {'an integer ' if integer else ''}{operator} {bound}"
+            must += " or None" if condition != rule else ""
+        if not valid:
+            raise ValueError(f"{name}={value!r} {must}.")
+
+
 @dataclass
 class MultiExitTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus what every multi-exit method shares.
@@ -128,8 +171,7 @@ class MultiExitTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.exit_learning_rate is not None and not self.exit_learning_rate > 0:
-            raise ValueError(f"exit_learning_rate={self.exit_learning_rate} must be a positive number or None.")
+        check_fields(self, exit_learning_rate="positive or None")
 
     def default_exit_config(self, model_config) -> ExitConfig:
         """The exit rule saved with a model trained by this method (`model_config`: the trained model's config):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import MethodPaper, MultiExitTrainingArguments
+from .base import MethodPaper, MultiExitTrainingArguments, check_fields
 from .curriculum import DIFFICULTY_SCORERS, PACING_FUNCTIONS, SAMPLING_MODES
 
 DISTILLATION_TEACHERS = {
@@ -86,22 +86,7 @@ class CurriculumConfig(MultiExitTrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        choices = {"difficulty_scorer": DIFFICULTY_SCORERS, "pacing": PACING_FUNCTIONS, "distillation": DISTILLATION_TEACHERS,
-                   "curriculum_sampling": SAMPLING_MODES}
-        for name, registry in choices.items():
-            if getattr(self, name) not in registry:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {list(registry)}.")
-        if not self.difficulty_warmup_epochs > 0:
-            raise ValueError(f"difficulty_warmup_epochs={self.difficulty_warmup_epochs} must be > 0.")
-        if not 0.0 < self.initial_competence <= 1.0:
-            raise ValueError(f"initial_competence={self.initial_competence} is out of range: it must lie in (0, 1].")
-        if not 0.0 < self.curriculum_fraction <= 1.0:
-            raise ValueError(f"curriculum_fraction={self.curriculum_fraction} is out of range: it must lie in (0, 1].")
-        if self.baby_steps_buckets < 1:
-            raise ValueError(f"baby_steps_buckets={self.baby_steps_buckets} must be an integer >= 1.")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma={self.gamma} is out of range: it must lie in [0, 1].")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0.")
-        if self.patience < 0:
-            raise ValueError(f"patience={self.patience} must be an integer >= 0.")
+        check_fields(self, difficulty_scorer=DIFFICULTY_SCORERS, pacing=PACING_FUNCTIONS,
+                     distillation=DISTILLATION_TEACHERS, curriculum_sampling=SAMPLING_MODES,
+                     difficulty_warmup_epochs="> 0", initial_competence="(0, 1]", curriculum_fraction="(0, 1]",
+                     baby_steps_buckets="integer >= 1", gamma="[0, 1]", temperature="> 0", patience="integer >= 0")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import MethodPaper, MultiExitTrainingArguments
+from .base import MethodPaper, MultiExitTrainingArguments, check_fields
 
 
 @dataclass
@@ -42,9 +42,5 @@ class DeeBertConfig(MultiExitTrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("stage2_num_train_epochs", "stage2_learning_rate"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name}={value} must be a positive number or None.")
-        if not self.entropy_threshold >= 0:
-            raise ValueError(f"entropy_threshold={self.entropy_threshold} must be >= 0.")
+        check_fields(self, stage2_num_train_epochs="positive or None", stage2_learning_rate="positive or None",
+                     entropy_threshold=">= 0")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import MethodPaper, MultiExitTrainingArguments
+from .base import MethodPaper, MultiExitTrainingArguments, check_fields
 
 WEIGHT_NORMALIZATIONS = ("softmax", "sigmoid")
 WEIGHT_SCHEMES = ("joint", "all")
@@ -95,29 +95,7 @@ class LeeBertConfig(MultiExitTrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0.")
-        if self.weight_normalization not in WEIGHT_NORMALIZATIONS:
-            raise ValueError(
-                f"weight_normalization={self.weight_normalization!r} is not one of {list(WEIGHT_NORMALIZATIONS)}."
-            )
-        if self.weight_scheme not in WEIGHT_SCHEMES:
-            raise ValueError(f"weight_scheme={self.weight_scheme!r} is not one of {list(WEIGHT_SCHEMES)}.")
-        if not self.distillation_weight >= 0:
-            raise ValueError(f"distillation_weight={self.distillation_weight} must be >= 0.")
-        if not 0.0 <= self.distillation_share < 1.0:
-            raise ValueError(f"distillation_share={self.distillation_share} is out of range: it must lie in [0, 1).")
-        if not self.weight_learning_rate >= 0:
-            raise ValueError(f"weight_learning_rate={self.weight_learning_rate} must be >= 0.")
-        if not 0.0 <= self.clo_mix <= 1.0:
-            raise ValueError(f"clo_mix={self.clo_mix} is out of range: it must lie in [0, 1].")
-        if not 0.0 < self.bilevel_split < 1.0:
-            raise ValueError(f"bilevel_split={self.bilevel_split} is out of range: it must lie in (0, 1).")
-        if self.unroll_learning_rate is not None and not self.unroll_learning_rate > 0:
-            raise ValueError(f"unroll_learning_rate={self.unroll_learning_rate} must be a positive number or None.")
-        if self.unroll_step not in UNROLL_STEPS:
-            raise ValueError(f"unroll_step={self.unroll_step!r} is not one of {list(UNROLL_STEPS)}.")
-        if not self.finite_difference_eps > 0:
-            raise ValueError(f"finite_difference_eps={self.finite_difference_eps} must be > 0.")
-        if self.patience < 0:
-            raise ValueError(f"patience={self.patience} must be an integer >= 0.")
+        check_fields(self, temperature="> 0", weight_normalization=WEIGHT_NORMALIZATIONS, weight_scheme=WEIGHT_SCHEMES,
+                     distillation_weight=">= 0", distillation_share="[0, 1)", weight_learning_rate=">= 0",
+                     clo_mix="[0, 1]", bilevel_split="(0, 1)", unroll_learning_rate="positive or None",
+                     unroll_step=UNROLL_STEPS, finite_difference_eps="> 0", patience="integer >= 0")

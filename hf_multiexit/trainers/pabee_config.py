@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import MethodPaper, MultiExitTrainingArguments
+from .base import MethodPaper, MultiExitTrainingArguments, check_fields
 
 
 @dataclass
@@ -42,5 +42,4 @@ class PabeeConfig(MultiExitTrainingArguments):
             raise ValueError(
                 f"exit_loss_weights={self.exit_loss_weights} must be non-negative with a positive sum, one per exit."
             )
-        if self.patience < 0:
-            raise ValueError(f"patience={self.patience} must be an integer >= 0.")
+        check_fields(self, patience="integer >= 0")

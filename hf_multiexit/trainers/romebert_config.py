@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..losses import KD_REDUCTIONS
-from .base import MethodPaper, MultiExitTrainingArguments
+from .base import MethodPaper, MultiExitTrainingArguments, check_fields
 
 GRADIENT_REGULARIZATIONS = ("gp", "ge", "none")
 
@@ -53,15 +53,5 @@ class RomeBertConfig(MultiExitTrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma={self.gamma} is out of range: it must lie in [0, 1].")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0.")
-        if self.kd_reduction not in KD_REDUCTIONS:
-            raise ValueError(f"kd_reduction={self.kd_reduction!r} is not one of {list(KD_REDUCTIONS)}.")
-        if self.gradient_regularization not in GRADIENT_REGULARIZATIONS:
-            raise ValueError(
-                f"gradient_regularization={self.gradient_regularization!r} is not one of {list(GRADIENT_REGULARIZATIONS)}."
-            )
-        if not self.entropy_threshold >= 0:
-            raise ValueError(f"entropy_threshold={self.entropy_threshold} must be >= 0.")
+        check_fields(self, gamma="[0, 1]", temperature="> 0", kd_reduction=KD_REDUCTIONS,
+                     gradient_regularization=GRADIENT_REGULARIZATIONS, entropy_threshold=">= 0")

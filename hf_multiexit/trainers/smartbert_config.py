@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..models.multiexit_bert import ExitConfig
-from .base import MethodPaper, MultiExitTrainingArguments
+from .base import MethodPaper, MultiExitTrainingArguments, check_fields
 
 
 @dataclass
@@ -87,33 +87,12 @@ class SmartBertConfig(MultiExitTrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.selection_split is not None and not 0.0 < self.selection_split < 1.0:
-            raise ValueError(f"selection_split={self.selection_split} is out of range: it must lie in (0, 1), or be None.")
-        if not self.stage2_num_train_epochs > 0:
-            raise ValueError(f"stage2_num_train_epochs={self.stage2_num_train_epochs} must be a positive number.")
-        if self.stage2_learning_rate is not None and not self.stage2_learning_rate > 0:
-            raise ValueError(f"stage2_learning_rate={self.stage2_learning_rate} must be a positive number or None.")
-        for name in ("stage1_contrastive_weight", "stage2_contrastive_weight"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name}={value} is out of range: it must lie in [0, 1).")
-        for name in ("stage1_temperature", "stage2_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be > 0.")
-        if not 0.0 <= self.soft_gate_fraction <= 1.0:
-            raise ValueError(f"soft_gate_fraction={self.soft_gate_fraction} is out of range: it must lie in [0, 1].")
-        if not self.min_hard_gate_epochs >= 0:
-            raise ValueError(f"min_hard_gate_epochs={self.min_hard_gate_epochs} must be >= 0.")
-        if self.skip_reward_reference_layers is not None and not self.skip_reward_reference_layers >= 1:
-            raise ValueError(f"skip_reward_reference_layers={self.skip_reward_reference_layers} must be >= 1 or None.")
-        if self.gate_learning_rate is not None and not self.gate_learning_rate > 0:
-            raise ValueError(f"gate_learning_rate={self.gate_learning_rate} must be a positive number or None.")
-        if not self.skip_lambda >= 0:
-            raise ValueError(f"skip_lambda={self.skip_lambda} must be >= 0.")
-        if not (isinstance(self.projection_size, int) and self.projection_size >= 1):
-            raise ValueError(f"projection_size={self.projection_size} must be a positive integer.")
-        if not self.entropy_threshold >= 0:
-            raise ValueError(f"entropy_threshold={self.entropy_threshold} must be >= 0.")
+        check_fields(self, selection_split="(0, 1) or None", stage2_num_train_epochs="positive",
+                     stage2_learning_rate="positive or None", stage1_contrastive_weight="[0, 1)",
+                     stage2_contrastive_weight="[0, 1)", stage1_temperature="> 0", stage2_temperature="> 0",
+                     soft_gate_fraction="[0, 1]", min_hard_gate_epochs=">= 0",
+                     skip_reward_reference_layers=">= 1 or None", gate_learning_rate="positive or None",
+                     skip_lambda=">= 0", projection_size="positive integer", entropy_threshold=">= 0")
 
     def default_exit_config(self, model_config) -> ExitConfig:
         """Skip gates at the trained model's `gate_threshold`, then entropy exit (the released inference)."""
