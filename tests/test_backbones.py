@@ -7,6 +7,8 @@ rebuilt) must not change any remaining row, and the native head must reproduce t
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
@@ -40,85 +42,47 @@ LABELS = dict(num_labels=3)
 ROBERTA_IDS = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2)
 DISTILBERT_SIZES = dict(vocab_size=VOCAB, dim=32, n_layers=3, n_heads=4, hidden_dim=37, max_position_embeddings=32)
 
+MODERNBERT_SIZES = dict(vocab_size=VOCAB, hidden_size=32, num_attention_heads=4, intermediate_size=48,
+                        max_position_embeddings=32, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1,
+                        sep_token_id=2)
+BOTH = ("eager", "sdpa")
+
 # name -> (model_type, config factory, attention implementations to test)
 CASES = {
-    "bert": ("bert", lambda: BertConfig(**BERT_SIZES, max_position_embeddings=32, **LABELS), ("eager", "sdpa")),
+    "bert": ("bert", partial(BertConfig, **BERT_SIZES, max_position_embeddings=32, **LABELS), BOTH),
     # pad_token_id 1: positions count from padding_idx + 1 = 2, so position ids differ from BERT's.
-    "roberta": (
-        "roberta",
-        lambda: RobertaConfig(**BERT_SIZES, **ROBERTA_IDS, max_position_embeddings=34, **LABELS),
-        ("eager", "sdpa"),
-    ),
-    "xlm-roberta": (
-        "xlm-roberta",
-        lambda: XLMRobertaConfig(**BERT_SIZES, **ROBERTA_IDS, max_position_embeddings=34, **LABELS),
-        ("eager", "sdpa"),
-    ),
-    "electra": (
-        "electra",
-        lambda: ElectraConfig(**BERT_SIZES, embedding_size=16, max_position_embeddings=32, **LABELS),
-        ("eager", "sdpa"),
-    ),
+    "roberta": ("roberta", partial(RobertaConfig, **BERT_SIZES, **ROBERTA_IDS, max_position_embeddings=34, **LABELS),
+                BOTH),
+    "xlm-roberta": ("xlm-roberta", partial(XLMRobertaConfig, **BERT_SIZES, **ROBERTA_IDS, max_position_embeddings=34,
+                                           **LABELS), BOTH),
+    "electra": ("electra", partial(ElectraConfig, **BERT_SIZES, embedding_size=16, max_position_embeddings=32,
+                                   **LABELS), BOTH),
     # 4 steps over 2 groups of 2 inner layers: steps 0,1 share group 0, steps 2,3 share group 1.
-    "albert": (
-        "albert",
-        lambda: AlbertConfig(
-            vocab_size=VOCAB, embedding_size=16, hidden_size=32, num_hidden_layers=4, num_hidden_groups=2,
-            inner_group_num=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=32,
-            classifier_dropout_prob=0.1, **LABELS,
-        ),
-        ("eager", "sdpa"),
-    ),
-    "distilbert": (
-        "distilbert",
-        lambda: DistilBertConfig(**DISTILBERT_SIZES, **LABELS),
-        ("eager", "sdpa"),
-    ),
-    "distilbert-sinusoidal": (
-        "distilbert",
-        lambda: DistilBertConfig(**DISTILBERT_SIZES, sinusoidal_pos_embds=True, **LABELS),
-        ("eager", "sdpa"),
-    ),
+    "albert": ("albert", partial(AlbertConfig, vocab_size=VOCAB, embedding_size=16, hidden_size=32, num_hidden_layers=4,
+                                 num_hidden_groups=2, inner_group_num=2, num_attention_heads=4, intermediate_size=37,
+                                 max_position_embeddings=32, classifier_dropout_prob=0.1, **LABELS), BOTH),
+    "distilbert": ("distilbert", partial(DistilBertConfig, **DISTILBERT_SIZES, **LABELS), BOTH),
+    "distilbert-sinusoidal": ("distilbert", partial(DistilBertConfig, **DISTILBERT_SIZES, sinusoidal_pos_embds=True,
+                                                    **LABELS), BOTH),
     # v3-like: relative attention with log buckets narrower than the batch, both attention kinds with a shared key,
     # layer-normed relative embeddings, no absolute positions, the convolution after layer 0, segments.
-    "deberta-v3": (
-        "deberta-v2",
-        lambda: DebertaV2Config(
-            **BERT_SIZES, max_position_embeddings=32, relative_attention=True, position_buckets=4,
-            max_relative_positions=16, pos_att_type="p2c|c2p", share_att_key=True, norm_rel_ebd="layer_norm",
-            position_biased_input=False, conv_kernel_size=3, conv_act="gelu", type_vocab_size=2, **LABELS,
-        ),
-        ("eager",),  # DebertaV2Model has no sdpa path
-    ),
+    # DebertaV2Model has no sdpa path.
+    "deberta-v3": ("deberta-v2", partial(DebertaV2Config, **BERT_SIZES, max_position_embeddings=32,
+                                         relative_attention=True, position_buckets=4, max_relative_positions=16,
+                                         pos_att_type="p2c|c2p", share_att_key=True, norm_rel_ebd="layer_norm",
+                                         position_biased_input=False, conv_kernel_size=3, conv_act="gelu",
+                                         type_vocab_size=2, **LABELS), ("eager",)),
     # v2-like: absolute positions, unbucketed relative attention with separate position projections, c2p only,
     # embeddings narrower than hidden (embed_proj), no convolution, a classifier dropout of its own.
-    "deberta-v2": (
-        "deberta-v2",
-        lambda: DebertaV2Config(
-            **BERT_SIZES, embedding_size=16, max_position_embeddings=32, relative_attention=True,
-            max_relative_positions=8, pos_att_type="c2p", position_biased_input=True, cls_dropout=0.2, **LABELS,
-        ),
-        ("eager",),
-    ),
+    "deberta-v2": ("deberta-v2", partial(DebertaV2Config, **BERT_SIZES, embedding_size=16, max_position_embeddings=32,
+                                         relative_attention=True, max_relative_positions=8, pos_att_type="c2p",
+                                         position_biased_input=True, cls_dropout=0.2, **LABELS), ("eager",)),
     # Layers 0 and 2 global, 1 and 3 sliding (2 tokens each side).
-    "modernbert": (
-        "modernbert",
-        lambda: ModernBertConfig(
-            vocab_size=VOCAB, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=48,
-            global_attn_every_n_layers=2, local_attention=4, max_position_embeddings=32, pad_token_id=0,
-            bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, **LABELS,
-        ),
-        ("eager", "sdpa"),
-    ),
-    "modernbert-mean": (
-        "modernbert",
-        lambda: ModernBertConfig(
-            vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
-            global_attn_every_n_layers=3, local_attention=6, max_position_embeddings=32, pad_token_id=0,
-            bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, classifier_pooling="mean", **LABELS,
-        ),
-        ("eager", "sdpa"),
-    ),
+    "modernbert": ("modernbert", partial(ModernBertConfig, **MODERNBERT_SIZES, num_hidden_layers=4,
+                                         global_attn_every_n_layers=2, local_attention=4, **LABELS), BOTH),
+    "modernbert-mean": ("modernbert", partial(ModernBertConfig, **MODERNBERT_SIZES, num_hidden_layers=3,
+                                              global_attn_every_n_layers=3, local_attention=6,
+                                              classifier_pooling="mean", **LABELS), BOTH),
 }
 CASE_IMPLS = [(name, impl) for name, (_, _, impls) in CASES.items() for impl in impls]
 SEGMENTS = ("bert", "roberta", "xlm-roberta", "electra", "albert", "deberta-v2")  # model types with token types

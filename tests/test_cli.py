@@ -19,14 +19,21 @@ def train_args(minilm_path, glue_dir, output_dir, method, *extra):
     ]
 
 
+def train_report(minilm_path, glue_dir, output_dir, method, *extra) -> dict:
+    """`hf-multiexit train` with `train_args`; returns its report after the checks every method's run passes: exit
+    code 0, one entry per exit of MiniLM-L6, the method named."""
+    assert main(train_args(minilm_path, glue_dir, output_dir, method, *extra)) == 0
+    report = json.loads((output_dir / "eval_results.json").read_text())
+    assert [entry["layer"] for entry in report["per_exit"]] == [1, 2, 3, 4, 5, 6] and report["method"] == method
+    return report
+
+
 @pytest.mark.parametrize("method, strategy", [("pabee", "patience"), ("deebert", "entropy"), ("romebert", "entropy")])
 def test_train_command_saves_model_exit_rule_and_report(minilm_path, glue_dir, tmp_path, method, strategy):
     out = tmp_path / method
-    assert main(train_args(minilm_path, glue_dir, out, method, "--learning_rate", "1e-4")) == 0
-    report = json.loads((out / "eval_results.json").read_text())
+    report = train_report(minilm_path, glue_dir, out, method, "--learning_rate", "1e-4")
     assert set(report["final"]) == {"accuracy"} and 0.0 <= report["final"]["accuracy"] <= 1.0
-    assert [entry["layer"] for entry in report["per_exit"]] == [1, 2, 3, 4, 5, 6]
-    assert report["per_exit"][-1]["metrics"] == report["final"] and report["method"] == method
+    assert report["per_exit"][-1]["metrics"] == report["final"]
     assert json.loads((out / "exit_config.json").read_text())["exit_strategy"] == strategy
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
     model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
