@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from harness import rows_by_task
 from harness import write_results as write_benchmark_results
 from training_runs import DEFAULT_GLUE_DIR, ROOT, train_run
 
@@ -42,56 +43,54 @@ exits, seed 42, batch 32; SmartBERT's second stage gets the same 2 epochs."""
 class Arm:
     method: str
     options: tuple[str, ...] = ()
-    drop: tuple[str, ...] = ()
-    """Budget flags the arm leaves out (with their value), e.g. the exits' own learning rate."""
+    """Flags added to the budget; a flag the budget already sets takes the arm's value instead."""
     tests: str = "the method's defaults"
+
+
+def variants(method: str, **arms: tuple[str, str]) -> dict[str, Arm]:
+    """The method's default arm, then one arm per factor: `name=(options, what it tests)`, named `<method>-<name>`
+    with `_` written `-`."""
+    return {method: Arm(method), **{f"{method}-{name.replace('_', '-')}": Arm(method, tuple(options.split()), tests)
+                                    for name, (options, tests) in arms.items()}}
 
 
 ARMS = {
     "deebert": Arm("deebert", tests="the reference: plain fine-tuning's final exit"),
     # The joint methods' final exit (issue 19's last point): one factor each.
-    "pabee": Arm("pabee"),
-    "pabee-exit-lr-backbone": Arm("pabee", drop=("--exit_learning_rate",),
-                                  tests="exit learning rate: the backbone's instead of 10x"),
-    "pabee-final-heavy": Arm("pabee", ("--exit_loss_weights", "1", "2", "3", "4", "5", "15"),
-                             tests="loss weights: the final exit half of the total (PABEE's j-weights give it 0.29)"),
-    "pabee-cls-pooling": Arm("pabee", ("--exit_pooling", "cls"), drop=("--exit_pooling",),
-                             tests="exit pooling: the [CLS] token instead of the token mean"),
-    "romebert": Arm("romebert"),
-    "romebert-t1": Arm("romebert", ("--temperature", "1"), tests="distillation temperature 1 instead of 3"),
-    # LeeBERT.
-    "leebert": Arm("leebert"),
-    "leebert-all": Arm("leebert", ("--weight_scheme", "all"), tests="one softmax over all 36 terms (earlier weights)"),
-    "leebert-sgd": Arm("leebert", ("--unroll_step", "sgd"), tests="DARTS' plain SGD virtual step (earlier unroll)"),
-    # Curriculum.
-    "curriculum": Arm("curriculum"),
-    "curriculum-independent": Arm("curriculum", ("--curriculum_sampling", "independent"),
-                                  tests="each step draws from the pool on its own (earlier sampler)"),
-    "curriculum-loss": Arm("curriculum", ("--difficulty_scorer", "loss"),
-                           tests="difficulty = plain mean of the exits' losses (earlier scorer)"),
-    "curriculum-restart": Arm("curriculum", ("--shared_schedule", "false"),
-                              tests="optimizer and schedule restart at the curriculum stage (earlier)"),
-    # SmartBERT.
-    "smartbert": Arm("smartbert"),
-    "smartbert-unscaled-reward": Arm("smartbert", ("--skip_reward_reference_layers", "6"),
-                                     tests="the released skip reward, unscaled (reference depth = MiniLM's 6 layers)"),
-    "smartbert-gate-lr-backbone": Arm("smartbert", ("--gate_learning_rate", "1e-4"),
-                                      tests="gates at the backbone's rate (earlier), not the released 2e-5"),
-    "smartbert-no-min-hard": Arm("smartbert", ("--min_hard_gate_epochs", "0"),
-                                 tests="soft_gate_fraction alone (0.8 of 2 epochs soft; earlier)"),
-    "smartbert-selection": Arm("smartbert", ("--selection_split", "0.1"),
-                               tests="best epoch per stage on a tenth of the training data"),
+    **variants("pabee",
+               exit_lr_backbone=("--exit_learning_rate 1e-4", "exit learning rate: the backbone's instead of 10x"),
+               final_heavy=("--exit_loss_weights 1 2 3 4 5 15",
+                            "loss weights: the final exit half of the total (PABEE's j-weights give it 0.29)"),
+               cls_pooling=("--exit_pooling cls", "exit pooling: the [CLS] token instead of the token mean")),
+    **variants("romebert", t1=("--temperature 1", "distillation temperature 1 instead of 3")),
+    **variants("leebert", all=("--weight_scheme all", "one softmax over all 36 terms (earlier weights)"),
+               sgd=("--unroll_step sgd", "DARTS' plain SGD virtual step (earlier unroll)")),
+    **variants("curriculum",
+               independent=("--curriculum_sampling independent", "each step draws from the pool on its own (earlier "
+                            "sampler)"),
+               loss=("--difficulty_scorer loss", "difficulty = plain mean of the exits' losses (earlier scorer)"),
+               restart=("--shared_schedule false", "optimizer and schedule restart at the curriculum stage (earlier)")),
+    **variants("smartbert",
+               unscaled_reward=("--skip_reward_reference_layers 6",
+                                "the released skip reward, unscaled (reference depth = MiniLM's 6 layers)"),
+               gate_lr_backbone=("--gate_learning_rate 1e-4", "gates at the backbone's rate (earlier), not the released "
+                                 "2e-5"),
+               no_min_hard=("--min_hard_gate_epochs 0", "soft_gate_fraction alone (0.8 of 2 epochs soft; earlier)"),
+               selection=("--selection_split 0.1", "best epoch per stage on a tenth of the training data")),
 }
 METHOD_ARGS = {"smartbert": ["--stage2_num_train_epochs", "2"]}
 
 
 def arm_args(task: str, arm: Arm) -> list[str]:
-    budget, kept = [], iter(BUDGET)
-    for flag in kept:
-        value = next(kept)
-        if flag not in arm.drop:
-            budget += [flag, value]
-    return [*TASKS[task], *budget, *METHOD_ARGS.get(arm.method, []), *arm.options]
+    """The task's and the budget's flags, then the method's and the arm's; a flag given twice keeps its last value."""
+    flags: dict[str, list[str]] = {}
+    for argv in (TASKS[task], BUDGET, METHOD_ARGS.get(arm.method, []), arm.options):
+        for token in argv:
+            if token.startswith("--"):
+                flags[token] = values = []
+            else:
+                values.append(token)
+    return [token for flag, values in flags.items() for token in (flag, *values)]
 
 
 def smartbert_gates_on(out: Path, task: str, glue_dir: str) -> dict | None:
@@ -120,10 +119,7 @@ def write_results(rows: list[dict]) -> None:
              "MiniLM-L6, one run per arm, seed 42, batch 32, budget `" + " ".join(BUDGET) + "` on 2048 training "
              "examples. Full depth = the final exit's dev metric; reference = DeeBERT's final exit (plain "
              "fine-tuning). One seed: on SST-2 dev a difference under ~2 points of accuracy is within noise.", ""]
-    for task in TASKS:
-        task_rows = [r for r in rows if r["task"] == task]
-        if not task_rows:
-            continue
+    for task, task_rows in rows_by_task(rows, TASKS):
         reference = next((r["full_depth"] for r in task_rows if r["arm"] == "deebert"), None)
         lines += [f"## {task} ({task_rows[0]['metric']})", "",
                   "| arm | tests | full depth | vs reference | mean of exits | SmartBERT gates on: metric, layer speed-up | train s |",

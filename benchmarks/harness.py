@@ -99,6 +99,22 @@ def environment() -> dict[str, Any]:
             "git": git_state()}
 
 
+def timing_setup(env: dict[str, Any], repeats: int, *versions: str) -> str:
+    """The sentence a timed report states its machine and method in (`versions`: other runtimes, e.g. "ONNX Runtime
+    1.23")."""
+    runtimes = ", ".join([f"torch {env['torch']}", *versions])
+    return (f"CPU: {env['cpu_model']}, {env['cpu_count']} cores, {env['threads']} torch threads; {runtimes}. Time: "
+            f"median of {repeats} interleaved rounds after a warm-up pass")
+
+
+def rows_by_task(rows: list[dict[str, Any]], tasks) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """`(task, its rows)` in the order of `tasks`, for the tasks that have rows (a report's sections)."""
+    for task in tasks:
+        task_rows = [row for row in rows if row["task"] == task]
+        if task_rows:
+            yield task, task_rows
+
+
 def _cpu_seconds() -> dict[str, float] | None:
     try:
         values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

@@ -49,7 +49,7 @@ from unittest.mock import patch
 
 import numpy as np
 import torch
-from harness import ROOT, environment, interleaved_times, machine_share, write_results
+from harness import ROOT, environment, interleaved_times, machine_share, timing_setup, write_results
 from torch.utils.benchmark import timer
 from transformers import AutoTokenizer
 
@@ -239,9 +239,9 @@ def markdown(report: dict, env: dict) -> list[str]:
         "# Inference speed of batched early exit (CPU)",
         f"Model: {setup['model']} ({setup['num_layers']} layers, exits at {setup['exit_layers']}, exit head "
         f"`{setup['exit_head']}`), {'fine-tuned here' if report['finetune'] else 'loaded fine-tuned'}. Data: SST-2 dev, "
-        f"{setup['num_dev']} sentences in file order, max {MAX_LENGTH} tokens, padded per batch. CPU: {env['cpu_model']}, "
-        f"{env['threads']} threads; torch {env['torch']}. Time: median of {setup['repeats']} interleaved rounds after one "
-        f"warm-up pass; while timing, other processes used {share.get('other_processes_cpu_fraction', float('nan')):.1%} "
+        f"{setup['num_dev']} sentences in file order, max {MAX_LENGTH} tokens, padded per batch. "
+        f"{timing_setup(env, setup['repeats'])}; while timing, other processes used "
+        f"{share.get('other_processes_cpu_fraction', float('nan')):.1%} "
         f"of the CPUs and steal was {share.get('steal_fraction', float('nan')):.1%}.", "",
         f"Entropy threshold for an average exit layer of ~{setup['entropy_target_avg_exit']:g}: S = "
         f"{setup['entropy_threshold']:.6g} (simulated average exit layer {setup['entropy_simulated_avg_exit']:.3f}; the "

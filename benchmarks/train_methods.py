@@ -12,6 +12,7 @@ training time per method, written to `benchmarks/results/train_methods-<preset>.
 import argparse
 from pathlib import Path
 
+from harness import rows_by_task
 from training_runs import DEFAULT_GLUE_DIR, ROOT, train_run
 
 from hf_multiexit.io import atomic_write_json, atomic_write_text
@@ -45,10 +46,7 @@ def write_results(preset_name, preset, rows):
              f"Command: `python benchmarks/train_methods.py --preset {preset_name}` (MiniLM-L6, seed 42, batch 32).", "",
              "`train s` is each run's wall-clock training time as it happened (other jobs may have shared the 2 CPU "
              "cores); `benchmarks/train_cost.py` is the controlled cost comparison.", ""]
-    for task in preset["tasks"]:
-        task_rows = [r for r in rows if r["task"] == task]
-        if not task_rows:
-            continue
+    for task, task_rows in rows_by_task(rows, preset["tasks"]):
         layers = len(task_rows[0]["per_exit"])
         lines += [f"## {task} ({task_rows[0]['metric']})", "",
                   "| method | " + " | ".join(f"exit {i}" for i in range(1, layers + 1)) + " | train s |",
