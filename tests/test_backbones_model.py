@@ -11,7 +11,13 @@ from test_backbones import CASES, make_batch, make_config, randomize
 from test_checkpoints import run_many_without_hf_multiexit
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, BertConfig, GPT2Config
 
-from hf_multiexit import ExitConfig, MultiExitModel, MultiExitModelConfig, MultiExitModelForSequenceClassification
+from hf_multiexit import (
+    ExitConfig,
+    MultiExitConfig,
+    MultiExitModel,
+    MultiExitModelConfig,
+    MultiExitModelForSequenceClassification,
+)
 
 TOL = 1e-5
 TYPES = sorted({model_type for model_type, _, _ in CASES.values()})
@@ -148,6 +154,15 @@ def test_unknown_model_type_is_a_value_error_naming_it_and_the_supported_ones(tm
         MultiExitModelForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
     with pytest.raises(ValueError, match=r"'gpt2'"):
         MultiExitModelConfig(backbone_config=GPT2Config())
+
+
+def test_flat_bert_checkpoint_under_the_any_backbone_class_names_the_class_to_use(tmp_path):
+    MultiExitConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=37).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"'multiexit_bert' checkpoint.*MultiExitBertForSequenceClassification or "
+                                         r"AutoModelForSequenceClassification"):
+        MultiExitModelForSequenceClassification.from_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), MultiExitConfig)
 
 
 def test_checkpoint_missing_backbone_weights_is_an_error(tmp_path):

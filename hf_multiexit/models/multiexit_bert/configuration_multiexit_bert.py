@@ -211,6 +211,11 @@ class MultiExitModelConfig(ExitFields, PreTrainedConfig):
         model_type = config_dict.get("model_type")
         if model_type in (None, cls.model_type):  # None: not a config this can judge (e.g. a save cut short)
             return config_dict, kwargs
+        if model_type == MultiExitConfig.model_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is a {model_type!r} checkpoint (MultiExitConfig, a BERT backbone); "
+                "load it with MultiExitBertForSequenceClassification or AutoModelForSequenceClassification."
+            )
         get_backbone_adapter(model_type)  # ValueError naming it and the supported types
         backbone = dict(config_dict)
         wrapped = {"model_type": cls.model_type, "backbone_config": backbone}
