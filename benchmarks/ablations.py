@@ -76,7 +76,10 @@ ARMS = {
                gate_lr_backbone=("--gate_learning_rate 1e-4", "gates at the backbone's rate (earlier), not the released "
                                  "2e-5"),
                no_min_hard=("--min_hard_gate_epochs 0", "soft_gate_fraction alone (0.8 of 2 epochs soft; earlier)"),
-               selection=("--selection_split 0.1", "best epoch per stage on a tenth of the training data")),
+               selection=("--selection_split 0.1", "best epoch per stage on a tenth of the training data"),
+               # Not changes of issue 19: what in stage 1 costs the final exit its accuracy against plain fine-tuning.
+               no_contrastive=("--stage1_contrastive_weight 0", "stage 1 without its InfoNCE term (eta1 = 0)"),
+               no_reward=("--skip_lambda 0", "stage 1 without the skip reward (gates trained by the task loss alone)")),
 }
 METHOD_ARGS = {"smartbert": ["--stage2_num_train_epochs", "2"]}
 
