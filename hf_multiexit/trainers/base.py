@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import re
 from collections.abc import Callable, Collection
@@ -95,9 +96,9 @@ def check_fields(args: Any, **rules: str | Collection) -> None:
 
     A rule is a collection of the valid choices (a tuple, a registry dict), or a string: an interval (`"[0, 1)"`,
     `"(0, 1]"`), a bound (`"> 0"`, `">= 1"`), an integer bound (`"integer >= 0"`), `"positive"` (a number > 0) or
-    `"positive integer"`; with `" or None"` after it, None passes too. One function for every method's config, so that the same constraint is
-    worded the same everywhere (the `dataclasses.field` metadata cannot carry it: `HfArgumentParser` hands all of it
-    to `argparse.add_argument`)."""
+    `"positive integer"`; with `" or None"` after it, None passes too. One function for every method's config, so
+    that the same constraint is worded the same everywhere (a field's metadata cannot carry it: `HfArgumentParser`
+    hands all of the metadata to `argparse.add_argument`)."""
     for name, rule in rules.items():
         value = getattr(args, name)
         if not isinstance(rule, str):
@@ -105,26 +106,28 @@ def check_fields(args: Any, **rules: str | Collection) -> None:
                 raise ValueError(f"{name}={value!r} is not one of {list(rule)}.")
             continue
         condition = rule.removesuffix(" or None")
-        if value is None and condition != rule:
+        optional = condition != rule
+        if value is None and optional:
             continue
-        is_integer = isinstance(value, int) and not isinstance(value, bool)
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        is_integer = is_number and isinstance(value, numbers.Integral)
         if interval := _INTERVAL.fullmatch(condition):
             opening, low, high, closing = interval.groups()
             low, high = float(low), float(high)
             valid = is_number and (low <= value if opening == "[" else low < value) and (
                 value <= high if closing == "]" else value < high)
-            must = f"is out of range: it must lie in {condition}" + (", or be None" if condition != rule else "")
+            must = f"is out of range: it must lie in {condition}" + (", or be None" if optional else "")
         else:
-            if condition in ("positive", "positive integer"):
-                valid = (is_integer if condition.endswith("integer") else is_number) and value > 0
-                must = f"must be a {condition if condition.endswith('integer') else 'positive number'}"
+            if condition == "positive":
+                valid, must = is_number and value > 0, "must be a positive number"
+            elif condition == "positive integer":
+                valid, must = is_integer and value > 0, "must be a positive integer"
             else:
                 integer, operator, bound = _BOUND.fullmatch(condition).groups()
                 valid = (is_integer if integer else is_number) and (
                     value >= float(bound) if operator == ">=" else value > float(bound))
                 must = f"must be {'an integer ' if integer else ''}{operator} {bound}"
-            must += " or None" if condition != rule else ""
+            must += " or None" if optional else ""
         if not valid:
             raise ValueError(f"{name}={value!r} {must}.")
 
