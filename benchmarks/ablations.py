@@ -79,7 +79,8 @@ ARMS = {
                selection=("--selection_split 0.1", "best epoch per stage on a tenth of the training data"),
                # Not changes of issue 19: what in stage 1 costs the final exit its accuracy against plain fine-tuning.
                no_contrastive=("--stage1_contrastive_weight 0", "stage 1 without its InfoNCE term (eta1 = 0)"),
-               no_reward=("--skip_lambda 0", "stage 1 without the skip reward (gates trained by the task loss alone)")),
+               no_reward=("--skip_lambda 0", "stage 1 without the skip reward (gates trained by the task loss alone)"),
+               pooler_head=("--exit_head pooler", "exits with DeeBERT's pooler heads, not SmartBERT's attention heads")),
 }
 METHOD_ARGS = {"smartbert": ["--stage2_num_train_epochs", "2"]}
 
@@ -121,7 +122,8 @@ def write_results(rows: list[dict]) -> None:
     lines = ["# Issue 19 ablations (`benchmarks/ablations.py`)",
              "MiniLM-L6, one run per arm, seed 42, batch 32, budget `" + " ".join(BUDGET) + "` on 2048 training "
              "examples. Full depth = the final exit's dev metric; reference = DeeBERT's final exit (plain "
-             "fine-tuning). One seed: on SST-2 dev a difference under ~2 points of accuracy is within noise.", ""]
+             "fine-tuning). One seed: on SST-2 dev a difference under ~2 points of accuracy is within noise. `train s` "
+             "is each run's wall-clock as it happened, other jobs on the machine included: not a cost comparison.", ""]
     for task, task_rows in rows_by_task(rows, TASKS):
         reference = next((r["full_depth"] for r in task_rows if r["arm"] == "deebert"), None)
         lines += [f"## {task} ({task_rows[0]['metric']})", "",

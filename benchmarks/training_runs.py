@@ -36,4 +36,5 @@ def train_run(method: str, task: str, out: Path, args: list[str], glue_dir: str)
             subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
         print(f"  {time.perf_counter() - start:.0f} s", flush=True)
     shown = " ".join(["hf-multiexit", *command[3:]]).replace(backbone, "$MINILM").replace(glue_dir, "$GLUE_DIR")
+    shown = shown.replace(f" {ROOT}/", " ")  # output folders relative to the repository, where the commands run
     return json.loads(report_path.read_text()), shown
