@@ -79,8 +79,7 @@ ARMS = {
                selection=("--selection_split 0.1", "best epoch per stage on a tenth of the training data"),
                # Not changes of issue 19: what in stage 1 costs the final exit its accuracy against plain fine-tuning.
                no_contrastive=("--stage1_contrastive_weight 0", "stage 1 without its InfoNCE term (eta1 = 0)"),
-               no_reward=("--skip_lambda 0", "stage 1 without the skip reward (gates trained by the task loss alone)"),
-               pooler_head=("--exit_head pooler", "exits with DeeBERT's pooler heads, not SmartBERT's attention heads")),
+               no_reward=("--skip_lambda 0", "stage 1 without the skip reward (gates trained by the task loss alone)")),
 }
 METHOD_ARGS = {"smartbert": ["--stage2_num_train_epochs", "2"]}
 
