@@ -56,6 +56,10 @@ def variants(method: str, **arms: tuple[str, str]) -> dict[str, Arm]:
 
 ARMS = {
     "deebert": Arm("deebert", tests="the reference: plain fine-tuning's final exit"),
+    # Not a change of issue 19: plain fine-tuning with SmartBERT's exit head, to measure how much of SmartBERT's
+    # final-exit gap the attention head alone accounts for (SmartBERT refuses other heads, so this is the one way).
+    "deebert-attention-head": Arm("deebert", ("--exit_head", "attention"),
+                                  "plain fine-tuning with SmartBERT's attention exit head (diagnostic)"),
     # The joint methods' final exit (issue 19's last point): one factor each.
     **variants("pabee",
                exit_lr_backbone=("--exit_learning_rate 1e-4", "exit learning rate: the backbone's instead of 10x"),

@@ -1,0 +1,32 @@
+"""`benchmarks/ablations.py` runs for hours: every arm's command line must parse before the first one trains."""
+
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import HfArgumentParser
+
+from hf_multiexit.train import CalibrationArguments, DataArguments, ModelArguments
+from hf_multiexit.trainers import get_method
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import ablations  # noqa: E402
+from training_runs import COMMON  # noqa: E402
+
+
+@pytest.mark.parametrize("task", list(ablations.TASKS))
+@pytest.mark.parametrize("name", list(ablations.ARMS))
+def test_every_arm_parses_with_its_options(task, name, tmp_path):
+    arm = ablations.ARMS[name]
+    config_class, _ = get_method(arm.method)
+    parser = HfArgumentParser((ModelArguments, DataArguments, CalibrationArguments, config_class))
+
+    def parsed(argv: list[str]) -> dict:
+        required = ["--model_name_or_path", "unused", "--task", task, "--output_dir", str(tmp_path)]
+        groups = parser.parse_args_into_dataclasses(args=[*required, *argv])
+        return {key: value for group in groups for key, value in vars(group).items()}
+
+    with_budget, alone = parsed([*COMMON, *ablations.arm_args(task, arm)]), parsed(list(arm.options))
+    # The arm's own flags win over the budget's, whatever the budget sets.
+    for flag in (token for token in arm.options if token.startswith("--")):
+        assert with_budget[flag[2:]] == alone[flag[2:]]
