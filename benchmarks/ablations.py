@@ -23,6 +23,7 @@ Results: `benchmarks/results/ablations.json` and `ablations.md` (every command).
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ import numpy as np
 from harness import rows_by_task
 from harness import write_results as write_benchmark_results
 from training_runs import DEFAULT_GLUE_DIR, ROOT, train_run
+
+from hf_multiexit.io import atomic_write_json
 
 TASKS = {"sst2": ["--max_train_samples", "2048", "--max_length", "64"],
          "stsb": ["--max_train_samples", "2048", "--max_length", "128"]}
@@ -101,7 +104,17 @@ def arm_args(task: str, arm: Arm) -> list[str]:
 
 
 def smartbert_gates_on(out: Path, task: str, glue_dir: str) -> dict | None:
-    """The saved rule (skip gates on, then entropy exit) on dev, replayed from one all-exits pass."""
+    """The saved rule (skip gates on, then entropy exit) on dev, replayed from one all-exits pass and kept in
+    `out/gates_on.json`, so a resumed run does not score every finished arm again."""
+    cached = out / "gates_on.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    result = _smartbert_gates_on(out, task, glue_dir)
+    atomic_write_json(cached, result)
+    return result
+
+
+def _smartbert_gates_on(out: Path, task: str, glue_dir: str) -> dict | None:
     from transformers import AutoTokenizer
 
     from hf_multiexit import MultiExitBertForSequenceClassification
