@@ -69,7 +69,10 @@ ARMS = {
                final_heavy=("--exit_loss_weights 1 2 3 4 5 15",
                             "loss weights: the final exit half of the total (PABEE's j-weights give it 0.29)"),
                cls_pooling=("--exit_pooling cls", "exit pooling: the [CLS] token instead of the token mean")),
-    **variants("romebert", t1=("--temperature 1", "distillation temperature 1 instead of 3")),
+    **variants("romebert", t1=("--temperature 1", "distillation temperature 1 instead of 3 (classification only: "
+                               "regression distils by squared error, without a temperature)"),
+               swap_groups=("--gp_swap_groups true", "gradient projection: the exits' gradient projected off the "
+                            "final exit's, not the final exit's off the exits'")),
     **variants("leebert", all=("--weight_scheme all", "one softmax over all 36 terms (earlier weights)"),
                sgd=("--unroll_step sgd", "DARTS' plain SGD virtual step (earlier unroll)")),
     **variants("curriculum",
