@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/ablations.py                          # every arm on SST-2 and STS-B: hours
     .venv/bin/python benchmarks/ablations.py --tasks sst2 --arms leebert,leebert-all   # a part of it
     .venv/bin/python benchmarks/ablations.py --list                   # the arms and what each one tests
+    .venv/bin/python benchmarks/ablations.py --finished_only          # the tables of the runs finished so far
 
 Each arm is `hf-multiexit train` of one method with the shared budget below plus the arm's options (the default arm
 of a method: none), trained into `runs/ablations/<task>-<arm>/` and skipped when its `eval_results.json` exists, so
@@ -154,7 +155,9 @@ def write_results(rows: list[dict]) -> None:
             gates_text = "–" if not gates else f"{gates['metrics'][r['metric']]:.3f}, {gates['layer_speedup']:.2f}x"
             lines.append(f"| {r['arm']} | {ARMS[r['arm']].tests} | {r['full_depth']:.3f} | {gap} | "
                          f"{r['mean_of_exits']:.3f} | {gates_text} | {r['train_runtime']:.0f} |")
-        lines += ["", "Commands:", "", *[f"- `{r['command']}`" for r in task_rows], ""]
+        missing = [name for name in ARMS if name not in {r["arm"] for r in task_rows}]
+        lines += ["", *([f"Not run on {task}: {', '.join(missing)}.", ""] if missing else []),
+                  "Commands:", "", *[f"- `{r['command']}`" for r in task_rows], ""]
     write_benchmark_results(ROOT / "benchmarks" / "results" / "ablations", {"budget": BUDGET, "tasks": TASKS,
                                                                            "results": rows}, lines)
     print("\n".join(lines), flush=True)
@@ -165,6 +168,9 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"Comma-separated, from {list(TASKS)}.")
     parser.add_argument("--arms", default=",".join(ARMS), help="Comma-separated arm names (--list shows them).")
     parser.add_argument("--list", action="store_true", help="Print the arms and exit.")
+    parser.add_argument("--finished_only", action="store_true",
+                        help="Train nothing: write the results of the arms whose runs have finished (while another "
+                             "invocation is still training the rest).")
     parser.add_argument("--glue_dir", default=DEFAULT_GLUE_DIR)
     parser.add_argument("--runs_dir", default=str(ROOT / "runs" / "ablations"))
     args = parser.parse_args()
@@ -180,6 +186,8 @@ def main() -> None:
     for task in tasks:
         for name in arms:
             arm, out = ARMS[name], Path(args.runs_dir) / f"{task}-{name}"
+            if args.finished_only and not (out / "eval_results.json").exists():
+                continue
             report, command = train_run(arm.method, task, out, arm_args(task, arm), args.glue_dir)
             metric = report["primary_metric"]
             per_exit = [entry["metrics"][metric] for entry in report["per_exit"]]
