@@ -73,7 +73,11 @@ ARMS = {
     **variants("romebert", t1=("--temperature 1", "distillation temperature 1 instead of 3 (classification only: "
                                "regression distils by squared error, without a temperature)"),
                swap_groups=("--gp_swap_groups true", "gradient projection: the exits' gradient projected off the "
-                            "final exit's, not the final exit's off the exits'")),
+                            "final exit's, not the final exit's off the exits'"),
+               # Not changes of issue 19: which of RomeBERT's terms costs its final exit on STS-B.
+               no_projection=("--gradient_regularization none", "no gradient projection: the summed gradients "
+                              "(diagnostic)"),
+               labels_only=("--gamma 0", "the exits learn from the labels alone, no self-distillation (diagnostic)")),
     **variants("leebert", all=("--weight_scheme all", "one softmax over all 36 terms (earlier weights)"),
                sgd=("--unroll_step sgd", "DARTS' plain SGD virtual step (earlier unroll)")),
     **variants("curriculum",
