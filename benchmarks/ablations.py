@@ -79,7 +79,10 @@ ARMS = {
                               "(diagnostic)"),
                labels_only=("--gamma 0", "the exits learn from the labels alone, no self-distillation (diagnostic)")),
     **variants("leebert", all=("--weight_scheme all", "one softmax over all 36 terms (earlier weights)"),
-               sgd=("--unroll_step sgd", "DARTS' plain SGD virtual step (earlier unroll)")),
+               sgd=("--unroll_step sgd", "DARTS' plain SGD virtual step (earlier unroll)"),
+               # Not a change of issue 19: what the distillation terms cost the final exit (then PABEE's label
+               # weights with a held-out fifth of the data).
+               no_distillation=("--distillation_weight 0", "label terms alone, no distillation (diagnostic)")),
     **variants("curriculum",
                independent=("--curriculum_sampling independent", "each step draws from the pool on its own (earlier "
                             "sampler)"),
