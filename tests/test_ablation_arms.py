@@ -14,10 +14,10 @@ import ablations  # noqa: E402
 from training_runs import COMMON  # noqa: E402
 
 
-@pytest.mark.parametrize("task", list(ablations.TASKS))
 @pytest.mark.parametrize("name", list(ablations.ARMS))
-def test_every_arm_parses_with_its_options(task, name, tmp_path):
-    arm = ablations.ARMS[name]
+def test_every_arm_parses_with_its_options(name, tmp_path):
+    # The tasks' flags differ only in values no arm sets, so one task stands for both.
+    arm, task = ablations.ARMS[name], "stsb"
     config_class, _ = get_method(arm.method)
     parser = HfArgumentParser((ModelArguments, DataArguments, CalibrationArguments, config_class))
 
