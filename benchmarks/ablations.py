@@ -82,7 +82,9 @@ ARMS = {
                sgd=("--unroll_step sgd", "DARTS' plain SGD virtual step (earlier unroll)"),
                # Not a change of issue 19: what the distillation terms cost the final exit (then PABEE's label
                # weights with a held-out fifth of the data).
-               no_distillation=("--distillation_weight 0", "label terms alone, no distillation (diagnostic)")),
+               no_distillation=("--distillation_weight 0", "label terms alone, no distillation (diagnostic)"),
+               small_holdout=("--bilevel_split 0.05", "a twentieth held out for the cross-level step instead of a "
+                              "fifth (diagnostic: what training on 80% of the data costs)")),
     **variants("curriculum",
                independent=("--curriculum_sampling independent", "each step draws from the pool on its own (earlier "
                             "sampler)"),
