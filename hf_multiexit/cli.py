@@ -28,8 +28,18 @@ from transformers import HfArgumentParser
 from .trainers import METHODS, get_method
 
 
+def train_argument_parser(method: str) -> HfArgumentParser:
+    """The options of `hf-multiexit train --method <method>`: model, data, calibration and the method's config."""
+    from .train import CalibrationArguments, DataArguments, ModelArguments
+
+    config_class, _ = get_method(method)
+    return HfArgumentParser(
+        (ModelArguments, DataArguments, CalibrationArguments, config_class), prog=f"hf-multiexit train --method {method}"
+    )
+
+
 def _train(argv: list[str]) -> int:
-    from .train import CalibrationArguments, DataArguments, ModelArguments, run_training
+    from .train import run_training
 
     pre = argparse.ArgumentParser(prog="hf-multiexit train", add_help=False)
     pre.add_argument("--method", required="-h" not in argv and "--help" not in argv, help=f"One of {sorted(METHODS)}.")
@@ -38,10 +48,7 @@ def _train(argv: list[str]) -> int:
         print(f"usage: hf-multiexit train --method {{{','.join(sorted(METHODS))}}} [options]; add --method M --help "
               "for the options of method M.")
         return 0
-    config_class, _ = get_method(known.method)
-    parser = HfArgumentParser(
-        (ModelArguments, DataArguments, CalibrationArguments, config_class), prog=f"hf-multiexit train --method {known.method}"
-    )
+    parser = train_argument_parser(known.method)
     model_args, data_args, calibration_args, training_args = parser.parse_args_into_dataclasses(args=rest)
     report = run_training(model_args, data_args, training_args, known.method, calibration_args)
     print(json.dumps({"final": report["final"], "per_exit": report["per_exit"]}, indent=2))

@@ -4,10 +4,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import HfArgumentParser
 
-from hf_multiexit.train import CalibrationArguments, DataArguments, ModelArguments
-from hf_multiexit.trainers import get_method
+from hf_multiexit.cli import train_argument_parser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import ablations  # noqa: E402
@@ -18,8 +16,7 @@ from training_runs import COMMON  # noqa: E402
 def test_every_arm_parses_with_its_options(name, tmp_path):
     # The tasks' flags differ only in values no arm sets, so one task stands for both.
     arm, task = ablations.ARMS[name], "stsb"
-    config_class, _ = get_method(arm.method)
-    parser = HfArgumentParser((ModelArguments, DataArguments, CalibrationArguments, config_class))
+    parser = train_argument_parser(arm.method)
 
     def parsed(argv: list[str]) -> dict:
         required = ["--model_name_or_path", "unused", "--task", task, "--output_dir", str(tmp_path)]
