@@ -4,7 +4,6 @@
     .venv/bin/python benchmarks/ablations.py                          # every arm on SST-2 and STS-B: hours
     .venv/bin/python benchmarks/ablations.py --tasks sst2 --arms leebert,leebert-all   # a part of it
     .venv/bin/python benchmarks/ablations.py --list                   # the arms and what each one tests
-    .venv/bin/python benchmarks/ablations.py --finished_only          # the tables of the runs finished so far
 
 Each arm is `hf-multiexit train` of one method with the shared budget below plus the arm's options (the default arm
 of a method: none), trained into `runs/ablations/<task>-<arm>/` and skipped when its `eval_results.json` exists, so
@@ -18,13 +17,17 @@ The second task is STS-B: the joint methods' final exit fell furthest below plai
 default that only helps classification shows. One run each, one seed: SST-2's dev set (872 sentences) has a standard
 error of about 1.2 points of accuracy, so a difference below ~2 points is within noise, and the table says so.
 
-Results: `benchmarks/results/ablations.json` and `ablations.md` (every command).
+Results: `benchmarks/results/ablations.json` and `ablations.md` (every command). An invocation adds its rows to the
+rows already there and skips an arm whose committed row ran the arm's current flags (`--rerun` trains it again and
+replaces the row: needed after a method's default changed). The run folders do not travel with the repository, so the
+committed file is the record, and a later invocation completes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,29 +52,37 @@ class Arm:
     options: tuple[str, ...] = ()
     """Flags added to the budget; a flag the budget already sets takes the arm's value instead."""
     tests: str = "the method's defaults"
+    tasks: tuple[str, ...] = tuple(TASKS)
+    """The tasks where the arm changes something (an option for classification only does nothing on STS-B)."""
 
 
-def variants(method: str, **arms: tuple[str, str]) -> dict[str, Arm]:
-    """The method's default arm, then one arm per factor: `name=(options, what it tests)`, named `<method>-<name>`
-    with `_` written `-`."""
-    return {method: Arm(method), **{f"{method}-{name.replace('_', '-')}": Arm(method, tuple(options.split()), tests)
-                                    for name, (options, tests) in arms.items()}}
+def variants(method: str, **arms: tuple[str, ...]) -> dict[str, Arm]:
+    """The method's default arm, then one arm per factor: `name=(options, what it tests[, its only task])`, named
+    `<method>-<name>` with `_` written `-`."""
+    return {method: Arm(method), **{f"{method}-{name.replace('_', '-')}": Arm(method, tuple(options.split()), tests,
+                                                                            tuple(only) or tuple(TASKS))
+                                    for name, (options, tests, *only) in arms.items()}}
 
 
 ARMS = {
     "deebert": Arm("deebert", tests="the reference: plain fine-tuning's final exit"),
+    # The run-to-run spread at this budget, here and in PABEE's seed-43 arm: another seed changes the exits'
+    # initialisation, the dropout masks and the data order.
+    "deebert-seed-43": Arm("deebert", ("--seed", "43"), "the reference with seed 43 (spread)"),
     # Not a change of issue 19: plain fine-tuning with SmartBERT's exit head, to measure how much of SmartBERT's
     # final-exit gap the attention head alone accounts for (SmartBERT refuses other heads, so this is the one way).
     "deebert-attention-head": Arm("deebert", ("--exit_head", "attention"),
                                   "plain fine-tuning with SmartBERT's attention exit head (diagnostic)"),
     # The joint methods' final exit (issue 19's last point): one factor each.
-    **variants("pabee",
+    **variants("pabee", seed_43=("--seed 43", "PABEE's defaults with seed 43 (spread)"),
                exit_lr_backbone=("--exit_learning_rate 1e-4", "exit learning rate: the backbone's instead of 10x"),
                final_heavy=("--exit_loss_weights 1 2 3 4 5 15",
                             "loss weights: the final exit half of the total (PABEE's j-weights give it 0.29)"),
                cls_pooling=("--exit_pooling cls", "exit pooling: the [CLS] token instead of the token mean")),
     **variants("romebert", t1=("--temperature 1", "distillation temperature 1 instead of 3 (classification only: "
-                               "regression distils by squared error, without a temperature)"),
+                               "no temperature on regression)", "sst2"),
+               regression_distillation=("--regression_distillation true", "the exits distil the final exit's value by "
+                                        "squared error (regression only; earlier)", "stsb"),
                swap_groups=("--gp_swap_groups true", "gradient projection: the exits' gradient projected off the "
                             "final exit's, not the final exit's off the exits'"),
                # Not changes of issue 19: which of RomeBERT's terms costs its final exit on STS-B.
@@ -84,7 +95,9 @@ ARMS = {
                # weights with a held-out fifth of the data).
                no_distillation=("--distillation_weight 0", "label terms alone, no distillation (diagnostic)"),
                small_holdout=("--bilevel_split 0.05", "a twentieth held out for the cross-level step instead of a "
-                              "fifth (diagnostic: what training on 80% of the data costs)")),
+                              "fifth (diagnostic: what training on 80% of the data costs)"),
+               single_level=("--clo_mix 1", "single-level weight learning: no hold-out, the model trains on all "
+                             "the data (diagnostic)")),
     **variants("curriculum",
                independent=("--curriculum_sampling independent", "each step draws from the pool on its own (earlier "
                             "sampler)"),
@@ -102,6 +115,7 @@ ARMS = {
                no_reward=("--skip_lambda 0", "stage 1 without the skip reward (gates trained by the task loss alone)")),
 }
 METHOD_ARGS = {"smartbert": ["--stage2_num_train_epochs", "2"]}
+RESULTS = ROOT / "benchmarks" / "results" / "ablations"
 
 
 def arm_args(task: str, arm: Arm) -> list[str]:
@@ -147,6 +161,14 @@ def _smartbert_gates_on(out: Path, task: str, glue_dir: str) -> dict | None:
     return {"metrics": point["metrics"], "layer_speedup": point["layer_speedup"], "rule": rule.to_dict()}
 
 
+def merged(earlier: list[dict], row: dict) -> list[dict]:
+    """`earlier` with `row` in place of the row of the same task and arm, rows in the order of `TASKS` and `ARMS`
+    (a row of an arm since removed from `ARMS` is dropped: its command no longer exists)."""
+    rows = {(r["task"], r["arm"]): r for r in earlier if r["task"] in TASKS and r["arm"] in ARMS}
+    rows[row["task"], row["arm"]] = row
+    return [rows[key] for key in ((task, arm) for task in TASKS for arm in ARMS) if key in rows]
+
+
 def write_results(rows: list[dict]) -> None:
     lines = ["# Issue 19 ablations (`benchmarks/ablations.py`)",
              "MiniLM-L6, one run per arm, seed 42, batch 32, budget `" + " ".join(BUDGET) + "` on 2048 training "
@@ -164,11 +186,10 @@ def write_results(rows: list[dict]) -> None:
             gates_text = "–" if not gates else f"{gates['metrics'][r['metric']]:.3f}, {gates['layer_speedup']:.2f}x"
             lines.append(f"| {r['arm']} | {ARMS[r['arm']].tests} | {r['full_depth']:.3f} | {gap} | "
                          f"{r['mean_of_exits']:.3f} | {gates_text} | {r['train_runtime']:.0f} |")
-        missing = [name for name in ARMS if name not in {r["arm"] for r in task_rows}]
+        missing = [name for name, arm in ARMS.items() if task in arm.tasks and name not in {r["arm"] for r in task_rows}]
         lines += ["", *([f"Not run on {task}: {', '.join(missing)}.", ""] if missing else []),
                   "Commands:", "", *[f"- `{r['command']}`" for r in task_rows], ""]
-    write_benchmark_results(ROOT / "benchmarks" / "results" / "ablations", {"budget": BUDGET, "tasks": TASKS,
-                                                                           "results": rows}, lines)
+    write_benchmark_results(RESULTS, {"budget": BUDGET, "tasks": TASKS, "results": rows}, lines)
     print("\n".join(lines), flush=True)
 
 
@@ -177,33 +198,40 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"Comma-separated, from {list(TASKS)}.")
     parser.add_argument("--arms", default=",".join(ARMS), help="Comma-separated arm names (--list shows them).")
     parser.add_argument("--list", action="store_true", help="Print the arms and exit.")
-    parser.add_argument("--finished_only", action="store_true",
-                        help="Train nothing: write the results of the arms whose runs have finished (while another "
-                             "invocation is still training the rest).")
+    parser.add_argument("--rerun", action="store_true",
+                        help="Train the arms again even where the committed results hold a row with the same flags.")
     parser.add_argument("--glue_dir", default=DEFAULT_GLUE_DIR)
     parser.add_argument("--runs_dir", default=str(ROOT / "runs" / "ablations"))
     args = parser.parse_args()
     if args.list:
         for name, arm in ARMS.items():
-            print(f"{name:28s} {arm.method:11s} {' '.join(arm.options) or '(defaults)':45s} {arm.tests}")
+            print(f"{name:34s} {arm.method:11s} {' '.join(arm.options) or '(defaults)':45s} {arm.tests}")
         return
     tasks, arms = args.tasks.split(","), args.arms.split(",")
     unknown = [t for t in tasks if t not in TASKS] + [a for a in arms if a not in ARMS]
     if unknown:
         parser.error(f"unknown task(s) or arm(s) {unknown}; tasks: {list(TASKS)}, arms: {list(ARMS)}")
-    rows = []
+    committed = Path(f"{RESULTS}.json")
+    rows = json.loads(committed.read_text())["results"] if committed.exists() else []
     for task in tasks:
         for name in arms:
             arm, out = ARMS[name], Path(args.runs_dir) / f"{task}-{name}"
-            if args.finished_only and not (out / "eval_results.json").exists():
+            if task not in arm.tasks:
+                print(f"{name}: not applicable to {task}", flush=True)
+                continue
+            if args.rerun:
+                shutil.rmtree(out, ignore_errors=True)  # train_run would reuse a finished run's report
+            elif any(r["task"] == task and r["arm"] == name and r["command"].endswith(" ".join(arm_args(task, arm)))
+                     for r in rows):
                 continue
             report, command = train_run(arm.method, task, out, arm_args(task, arm), args.glue_dir)
             metric = report["primary_metric"]
             per_exit = [entry["metrics"][metric] for entry in report["per_exit"]]
-            rows.append({"task": task, "arm": name, "method": arm.method, "metric": metric, "full_depth": per_exit[-1],
-                         "mean_of_exits": float(np.mean(per_exit)), "per_exit": per_exit,
-                         "train_runtime": report["train_runtime"], "command": command,
-                         "gates_on": smartbert_gates_on(out, task, args.glue_dir) if arm.method == "smartbert" else None})
+            rows = merged(rows, {
+                "task": task, "arm": name, "method": arm.method, "metric": metric, "full_depth": per_exit[-1],
+                "mean_of_exits": float(np.mean(per_exit)), "per_exit": per_exit, "train_runtime": report["train_runtime"],
+                "command": command,
+                "gates_on": smartbert_gates_on(out, task, args.glue_dir) if arm.method == "smartbert" else None})
             write_results(rows)
 
 

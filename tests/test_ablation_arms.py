@@ -27,3 +27,14 @@ def test_every_arm_parses_with_its_options(name, tmp_path):
     # The arm's own flags win over the budget's, whatever the budget sets.
     for flag in (token for token in arm.options if token.startswith("--")):
         assert with_budget[flag[2:]] == alone[flag[2:]]
+
+
+def test_results_merge_by_task_and_arm_in_table_order():
+    """A new row replaces the committed row of its task and arm; rows follow `TASKS` then `ARMS`; a row of an arm
+    no longer in `ARMS` is dropped (its command is gone)."""
+    committed = [{"task": "stsb", "arm": "pabee", "full_depth": 0.1}, {"task": "sst2", "arm": "romebert"},
+                 {"task": "sst2", "arm": "removed-arm"}]
+    rows = ablations.merged(committed, {"task": "stsb", "arm": "pabee", "full_depth": 0.2})
+    rows = ablations.merged(rows, {"task": "sst2", "arm": "deebert"})
+    assert [(r["task"], r["arm"]) for r in rows] == [("sst2", "deebert"), ("sst2", "romebert"), ("stsb", "pabee")]
+    assert rows[-1]["full_depth"] == 0.2
