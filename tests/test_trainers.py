@@ -305,6 +305,31 @@ def test_entropy_methods_save_patience_on_regression(tmp_path, config_class, tra
     assert classification.model.exit_config.exit_strategy == "entropy"
 
 
+@pytest.mark.parametrize("regression_distillation", [False, True])
+def test_romebert_distils_on_regression_only_when_asked(tmp_path, regression_distillation):
+    """On a regression task the exits learn from the labels alone unless `regression_distillation` adds the squared
+    error to the final exit's value; a classification task always distils."""
+    from types import SimpleNamespace
+
+    from hf_multiexit.losses import distillation_loss, task_loss
+
+    args = toy_args(RomeBertConfig, tmp_path, task="stsb", regression_distillation=regression_distillation)
+    trainer = RomeBertTrainer(model=toy_model(num_labels=1), args=args)
+    labels = torch.tensor([1.0, 4.0])
+    exits, final = [torch.tensor([[0.5], [3.0]]), torch.tensor([[2.0], [2.5]])], torch.tensor([[1.5], [4.5]])
+    terms = trainer.objective(SimpleNamespace(all_logits=[*exits, final]), labels)
+    labels_only = sum(task_loss(z, labels, "regression") for z in exits)
+    distilled = sum(0.1 * task_loss(z, labels, "regression") + 0.9 * (z - final).squeeze(-1) ** 2 for z in exits)
+    torch.testing.assert_close(terms["exits"], distilled if regression_distillation else labels_only)
+    torch.testing.assert_close(terms["final"], task_loss(final, labels, "regression"))
+
+    classifier = RomeBertTrainer(model=toy_model(), args=toy_args(RomeBertConfig, tmp_path))
+    logits = [torch.tensor([[2.0, -1.0]]), torch.tensor([[0.0, 3.0]])]
+    expected = 0.1 * task_loss(logits[0], torch.tensor([0]), "single_label_classification") + 0.9 * distillation_loss(
+        logits[0], logits[1], 3.0, "single_label_classification")
+    torch.testing.assert_close(classifier.objective(SimpleNamespace(all_logits=logits), torch.tensor([0]))["exits"], expected)
+
+
 class ToyRegression(ToyTask):
     """ToyTask's sentences with float targets around 3 (the label plus 2.5), like STS-B's 0-5 scores."""
 

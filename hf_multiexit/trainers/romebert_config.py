@@ -31,6 +31,14 @@ class RomeBertConfig(MultiExitTrainingArguments):
         default=0.9, metadata={"help": "Weight of distillation vs. labels for the intermediate exits, in [0, 1]."}
     )
     temperature: float = field(default=3.0, metadata={"help": "Distillation temperature T > 0."})
+    regression_distillation: bool = field(
+        default=False,
+        metadata={"help": "On a regression task, also distil the final exit's value into the exits by squared error, "
+                  "weighted gamma (this project's extension, the behaviour before issue 19). Off (default): on "
+                  "regression the exits learn from the labels alone. RomeBERT distils class distributions; its "
+                  "paper and released scripts cover classification tasks only, and the released regression "
+                  "branch cannot run."},
+    )
     kd_reduction: str = field(
         default="batchmean",
         metadata={"help": f"KL reduction, one of {list(KD_REDUCTIONS)}: 'batchmean' is the per-sample KL; 'released' "
