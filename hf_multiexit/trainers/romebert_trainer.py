@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import torch
+from transformers.utils import logging
 
 from ..losses import distillation_loss, project_conflicting, task_loss
 from ..models.multiexit_bert.exit_strategies import REGRESSION
 from .base import MultiExitTrainer, register_method
 from .romebert_config import RomeBertConfig
+
+logger = logging.get_logger(__name__)
 
 
 @register_method("romebert", RomeBertConfig)
@@ -35,13 +38,20 @@ class RomeBertTrainer(MultiExitTrainer):
 
     args: RomeBertConfig
 
+    def setup_model(self) -> None:
+        super().setup_model()
+        if self.problem_type == REGRESSION and not self.args.regression_distillation:
+            logger.info("RomeBERT on a regression task: the exits learn from the labels alone; gamma=%s and "
+                        "temperature=%s apply only with regression_distillation=True.", self.args.gamma,
+                        self.args.temperature)
+
     def objective(self, outputs, labels):
         gamma, temperature = self.args.gamma, self.args.temperature
         teacher = outputs.all_logits[-1]
         if self.problem_type == REGRESSION and not self.args.regression_distillation:
             # A scalar prediction has no distribution over classes to distil: the teacher's value is a noisier copy
-            # of the label. With it (squared error to sg(z_L), weight gamma) the final exit lost 2.9 Pearson points
-            # on STS-B (`benchmarks/results/ablations.md`, romebert-regression-distillation vs romebert).
+            # of the label. With it (squared error to sg(z_L), weight gamma) the final exit lost 2.9 and 1.2 Pearson
+            # points on STS-B, seeds 42 and 43 (`benchmarks/results/ablations.md`, romebert-regression-distillation).
             exits = sum(task_loss(z, labels, self.problem_type) for z in outputs.all_logits[:-1])
         else:
             exits = sum(
