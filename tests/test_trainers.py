@@ -330,6 +330,19 @@ def test_romebert_distils_on_regression_only_when_asked(tmp_path, regression_dis
     torch.testing.assert_close(classifier.objective(SimpleNamespace(all_logits=logits), torch.tensor([0]))["exits"], expected)
 
 
+def test_romebert_warns_when_regression_ignores_a_changed_gamma(tmp_path):
+    from transformers.testing_utils import CaptureLogger
+
+    from hf_multiexit.trainers import romebert_trainer
+
+    with CaptureLogger(romebert_trainer.logger) as changed:
+        RomeBertTrainer(model=toy_model(num_labels=1), args=toy_args(RomeBertConfig, tmp_path, task="stsb", gamma=0.5))
+    assert "gamma=0.5 and temperature=3.0 apply only with regression_distillation=True" in changed.out
+    with CaptureLogger(romebert_trainer.logger) as default:  # the defaults: an info line, below the default level
+        RomeBertTrainer(model=toy_model(num_labels=1), args=toy_args(RomeBertConfig, tmp_path, task="stsb"))
+    assert default.out == ""
+
+
 class ToyRegression(ToyTask):
     """ToyTask's sentences with float targets around 3 (the label plus 2.5), like STS-B's 0-5 scores."""
 

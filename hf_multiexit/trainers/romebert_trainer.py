@@ -41,9 +41,12 @@ class RomeBertTrainer(MultiExitTrainer):
     def setup_model(self) -> None:
         super().setup_model()
         if self.problem_type == REGRESSION and not self.args.regression_distillation:
-            logger.info("RomeBERT on a regression task: the exits learn from the labels alone; gamma=%s and "
-                        "temperature=%s apply only with regression_distillation=True.", self.args.gamma,
-                        self.args.temperature)
+            # A warning where the user changed what will not be used, so a --gamma for STS-B is not dropped silently.
+            defaults = {name: RomeBertConfig.__dataclass_fields__[name].default for name in ("gamma", "temperature")}
+            changed = any(getattr(self.args, name) != value for name, value in defaults.items())
+            (logger.warning if changed else logger.info)(
+                "RomeBERT on a regression task: the exits learn from the labels alone; gamma=%s and temperature=%s "
+                "apply only with regression_distillation=True.", self.args.gamma, self.args.temperature)
 
     def objective(self, outputs, labels):
         gamma, temperature = self.args.gamma, self.args.temperature
