@@ -308,10 +308,10 @@ def test_entropy_methods_save_patience_on_regression(tmp_path, config_class, tra
 @pytest.mark.parametrize("regression_distillation", [False, True])
 def test_romebert_distils_on_regression_only_when_asked(tmp_path, regression_distillation):
     """On a regression task the exits learn from the labels alone unless `regression_distillation` adds the squared
-    error to the final exit's value; a classification task always distils."""
+    error to the final exit's value (a classification task always distils: the test below)."""
     from types import SimpleNamespace
 
-    from hf_multiexit.losses import distillation_loss, task_loss
+    from hf_multiexit.losses import task_loss
 
     args = toy_args(RomeBertConfig, tmp_path, task="stsb", regression_distillation=regression_distillation)
     trainer = RomeBertTrainer(model=toy_model(num_labels=1), args=args)
@@ -322,6 +322,12 @@ def test_romebert_distils_on_regression_only_when_asked(tmp_path, regression_dis
     distilled = sum(0.1 * task_loss(z, labels, "regression") + 0.9 * (z - final).squeeze(-1) ** 2 for z in exits)
     torch.testing.assert_close(terms["exits"], distilled if regression_distillation else labels_only)
     torch.testing.assert_close(terms["final"], task_loss(final, labels, "regression"))
+
+
+def test_romebert_always_distils_on_classification(tmp_path):
+    from types import SimpleNamespace
+
+    from hf_multiexit.losses import distillation_loss, task_loss
 
     classifier = RomeBertTrainer(model=toy_model(), args=toy_args(RomeBertConfig, tmp_path))
     logits = [torch.tensor([[2.0, -1.0]]), torch.tensor([[0.0, 3.0]])]
